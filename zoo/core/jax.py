@@ -1,0 +1,132 @@
+"""JAX: the step is a pure function of the state, compiled by `jax.jit`.
+
+Keras's JAX trainer calls `train_step(state, data)` with the values of the
+trainable, non-trainable, optimizer and metric variables and expects the new
+values back. We open one `StatelessScope` holding all of them for the whole
+step, so the model's step logic reads and assigns variables as usual; each
+update is then a functional transformation of that scope:
+
+- `minimize` differentiates the loss with `jax.value_and_grad` over the
+  player's values, running the loss in a fresh scope built from the current
+  one (nested scopes do not fall back to the outer scope), carries the
+  non-trainable updates made inside (BatchNorm statistics, seed states) out
+  as auxiliary outputs, and applies the optimizer with `stateless_apply`;
+- `gradient` does the same with `jax.grad` over an input, so it nests inside
+  `minimize` for gradient penalties.
+"""
+
+import jax
+import jax.numpy as jnp
+from keras import StatelessScope
+
+# The variables threaded through the step being traced (innermost last).
+_threaded = []
+
+
+def _run(model, references, values, data, training):
+    pairs = [
+        (variable, value)
+        for group, group_values in zip(references, values)
+        for variable, value in zip(group, group_values)
+    ]
+    _threaded.append([variable for variable, _ in pairs])
+    try:
+        with StatelessScope(state_mapping=pairs) as scope:
+            logs = model.run_step(data, training=training)
+    finally:
+        _threaded.pop()
+    new_values = tuple(
+        [scope.get_current_value(v) for v in group] for group in references
+    )
+    return logs, new_values
+
+
+def train_step(model, state, data):
+    references = (
+        model.trainable_variables,
+        model.non_trainable_variables,
+        model.optimizer.variables,
+        model.metrics_variables,
+    )
+    return _run(model, references, state, data, training=True)
+
+
+def test_step(model, state, data):
+    references = (
+        model.trainable_variables,
+        model.non_trainable_variables,
+        model.metrics_variables,
+    )
+    return _run(model, references, state, data, training=False)
+
+
+def _state_variables(model):
+    if _threaded:
+        return _threaded[-1]
+    # Called outside `fit` (eagerly): every variable the model can touch.
+    variables = list(model.variables) + list(model.metrics_variables)
+    if getattr(model, "optimizer", None) is not None:
+        variables += list(model.optimizer.variables)
+    return variables
+
+
+def _functional(model, fn, overrides):
+    """Runs `fn()` on the current state with `overrides` substituted.
+
+    Returns `(output, others, updates)`: the values of every other state
+    variable after the call, to be assigned once outside the transformation
+    (tracers made inside `jax.grad` must not leak into the outer scope).
+    """
+    override_ids = {id(v) for v, _ in overrides}
+    others = [v for v in _state_variables(model) if id(v) not in override_ids]
+    mapping = [(v, v.value) for v in others] + list(overrides)
+    with StatelessScope(state_mapping=mapping) as scope:
+        output = fn()
+    updates = [scope.get_current_value(v) for v in others]
+    return output, others, updates
+
+
+def _assign(variables, values):
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+
+
+def minimize(model, loss_fn, variables, optimizer):
+    variables = list(variables)
+    touched = []
+
+    def scaled_loss(values):
+        def call():
+            loss = loss_fn()
+            return optimizer.scale_loss(loss), loss
+
+        (scaled, loss), others, updates = _functional(
+            model, call, list(zip(variables, values))
+        )
+        touched[:] = others
+        return scaled, (loss, updates)
+
+    values = [v.value for v in variables]
+    (_, (loss, updates)), grads = jax.value_and_grad(scaled_loss, has_aux=True)(
+        values
+    )
+    _assign(touched, updates)
+    new_values, new_optimizer_values = optimizer.stateless_apply(
+        [v.value for v in optimizer.variables], grads, [v.value for v in variables]
+    )
+    _assign(variables, new_values)
+    _assign(optimizer.variables, new_optimizer_values)
+    return loss
+
+
+def gradient(model, fn, x):
+    touched = []
+
+    def summed(x):
+        output, others, updates = _functional(model, lambda: fn(x), [])
+        touched[:] = others
+        return jnp.sum(output), updates
+
+    grad, updates = jax.grad(summed, has_aux=True)(x)
+    _assign(touched, updates)
+    return grad

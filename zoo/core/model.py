@@ -1,0 +1,407 @@
+"""`GenerativeModel`: a training step written once, run on every backend."""
+
+import warnings
+
+import keras
+import numpy as np
+from keras import ops
+
+from zoo.core import backend_module
+from zoo.core.multi_optimizer import MultiOptimizer
+
+
+class GenerativeModel(keras.Model):
+    """Base class of every zoo model: one training step for all backends.
+
+    A subclass says *what* one training step does, with `keras.ops` and
+    `keras.random`, and the core runs it as a `tf.function` on TensorFlow,
+    inside `jax.jit` with the state threaded functionally on JAX, and with
+    autograd on PyTorch. A subclass provides:
+
+    - `players()`: the trainable parts, `{name: layer or list of layers}`.
+      Each player has its own optimizer. Default: one player, `"model"`,
+      owning every trainable variable.
+    - `default_optimizer(player)`: what a bare `compile()` uses.
+    - `log_names()`: the names `train_step_logic` returns, `"loss"` among
+      them. Each gets a `keras.metrics.Mean` that resets every epoch.
+    - `train_step_logic(x, y=None, sample_weight=None)`: one step; calls
+      `self.minimize(player, loss_fn)` once per update and returns a dict of
+      scalar logs. `test_step_logic` likewise for `evaluate`, no updates.
+
+    and may set `data_shape` (the shape of one example) and `data_dtype`
+    (`"float"` or `"int"`) so that wrong data is rejected with a clear error.
+
+    Inside a step:
+
+    - `self.minimize(player, loss_fn)` differentiates `loss_fn()` (a
+      closure that computes the loss from scratch) with respect to that
+      player's trainable variables only and applies the player's optimizer.
+      Call it several times for several updates (critic steps).
+    - `self.gradient(fn, x)` is the gradient of `sum(fn(x))` with respect
+      to `x`, itself differentiable: gradient penalties go in a loss.
+    - Random draws use `seed=self.seed_generator` (never an unseeded draw).
+    - Non-trainable updates (BatchNorm statistics, EMA) just work.
+
+    Example:
+
+    ```python
+    import keras
+    from keras import ops
+    from zoo.core import GenerativeModel
+
+    class Regressor(GenerativeModel):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.net = keras.Sequential([keras.Input((2,)),
+                                         keras.layers.Dense(1)])
+            self.data_shape = (2,)
+
+        def train_step_logic(self, x, y=None, sample_weight=None):
+            def loss_fn():
+                return ops.mean((self.net(x, training=True) - y) ** 2)
+            return {"loss": self.minimize("model", loss_fn)}
+
+    model = Regressor()
+    model.compile()
+    x = keras.random.normal((64, 2), seed=0)
+    model.fit(x, ops.sum(x, axis=1, keepdims=True), epochs=2, verbose=0)
+    ```
+    """
+
+    data_shape = None
+    data_dtype = "float"
+
+    def __init__(self, *, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._trackers = {}
+
+    # ----------------------------------------------------------------------
+    # What subclasses describe.
+
+    def players(self):
+        """The trainable parts: `{name: layer or list of layers}`."""
+        return {"model": self}
+
+    def default_optimizer(self, player):
+        """The optimizer a bare `compile()` gives `player`."""
+        return keras.optimizers.Adam(learning_rate=1e-3)
+
+    def log_names(self):
+        """Names of the scalars `train_step_logic` returns; includes "loss"."""
+        return ("loss",)
+
+    def train_step_logic(self, x, y=None, sample_weight=None):
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `train_step_logic(x, y, "
+            "sample_weight)` returning a dict of scalar logs."
+        )
+
+    def test_step_logic(self, x, y=None, sample_weight=None):
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement `test_step_logic`, "
+            "so it cannot be evaluated."
+        )
+
+    # ----------------------------------------------------------------------
+    # What a step uses.
+
+    def minimize(self, player, loss_fn):
+        """One update of `player`: minimizes `loss_fn()`, returns the loss.
+
+        `loss_fn` takes no arguments and must compute the loss from scratch
+        (on JAX it runs inside `jax.value_and_grad`; tensors made inside it
+        cannot be used after it returns). Only `player`'s variables change.
+        """
+        variables = self._player_variables(cached=True).get(player)
+        if variables is None:
+            raise ValueError(
+                f"Unknown player {player!r} in `minimize`; this model's "
+                f"players are {list(self._player_variables())}."
+            )
+        optimizer = self.player_optimizer(player)
+        loss = backend_module().minimize(self, loss_fn, variables, optimizer)
+        return ops.stop_gradient(loss)
+
+    def gradient(self, fn, x):
+        """Gradient of `sum(fn(x))` with respect to `x`, differentiable again.
+
+        For gradient penalties (WGAN-GP, R1): a loss passed to `minimize`
+        may contain `self.gradient(critic, x_hat)`, and `minimize`
+        differentiates through it to the weights.
+        """
+        return backend_module().gradient(self, fn, x)
+
+    def player_optimizer(self, player):
+        """The optimizer that updates `player`."""
+        self._assert_compiled()
+        if isinstance(self.optimizer, MultiOptimizer):
+            return self.optimizer[player]
+        return self.optimizer
+
+    # ----------------------------------------------------------------------
+    # compile
+
+    def compile(
+        self,
+        optimizer=None,
+        *,
+        run_eagerly=False,
+        steps_per_execution=1,
+        jit_compile="auto",
+        auto_scale_loss=True,
+    ):
+        """Sets one optimizer per player.
+
+        Args:
+            optimizer: `None` for each player's default; for a model with
+                one player, an optimizer or its name; otherwise a dict
+                `{player: optimizer}` naming every player.
+            run_eagerly, steps_per_execution, jit_compile: as in
+                `keras.Model.compile`.
+            auto_scale_loss: under a `mixed_float16` policy, wrap each
+                player's optimizer in a `keras.optimizers.LossScaleOptimizer`.
+        """
+        self._assert_networks_built()
+        player_variables = self._player_variables()
+        players = list(player_variables)
+        optimizer = self._resolve_optimizer(optimizer, players)
+        scale = auto_scale_loss and self.dtype_policy.name == "mixed_float16"
+        if isinstance(optimizer, MultiOptimizer):
+            if scale:
+                for i, inner in enumerate(optimizer.optimizers):
+                    if not isinstance(inner, keras.optimizers.LossScaleOptimizer):
+                        optimizer.optimizers[i] = (
+                            keras.optimizers.LossScaleOptimizer(inner)
+                        )
+            # Keras would wrap the whole MultiOptimizer; each player's
+            # optimizer scales its own loss instead.
+            scale = False
+        super().compile(
+            optimizer=optimizer,
+            run_eagerly=run_eagerly,
+            steps_per_execution=steps_per_execution,
+            jit_compile=jit_compile,
+            auto_scale_loss=scale,
+        )
+        # Our own "loss" tracker replaces the one Keras made for its losses.
+        self._loss_tracker = None
+        for name in self.log_names():
+            if name not in self._trackers:
+                self._trackers[name] = keras.metrics.Mean(name=name)
+        if isinstance(self.optimizer, MultiOptimizer):
+            self.optimizer.build_players(player_variables)
+        else:
+            self.optimizer.build(player_variables[players[0]])
+        self._compile_settings = {
+            "run_eagerly": run_eagerly,
+            "steps_per_execution": steps_per_execution,
+            "jit_compile": jit_compile,
+            "auto_scale_loss": auto_scale_loss,
+        }
+
+    def _resolve_optimizer(self, optimizer, players):
+        if optimizer is None:
+            optimizer = {p: self.default_optimizer(p) for p in players}
+        if isinstance(optimizer, MultiOptimizer):
+            optimizer = dict(optimizer.items())
+        if isinstance(optimizer, dict):
+            unknown = [p for p in optimizer if p not in players]
+            if unknown:
+                raise ValueError(
+                    f"Unknown player(s) {unknown} in `optimizer`; "
+                    f"{type(self).__name__} has players {players}."
+                )
+            missing = [p for p in players if p not in optimizer]
+            if missing:
+                raise ValueError(
+                    f"Missing optimizer for player(s) {missing}: `optimizer` "
+                    f"must name every player of {type(self).__name__}: "
+                    f"{players}."
+                )
+            if len(players) == 1:
+                return keras.optimizers.get(optimizer[players[0]])
+            return MultiOptimizer({p: optimizer[p] for p in players})
+        if len(players) > 1:
+            raise ValueError(
+                f"{type(self).__name__} has players {players}, each with its "
+                "own optimizer: pass `optimizer` as a dict "
+                f"{{{', '.join(repr(p) + ': ...' for p in players)}}} or "
+                f"leave it out for the defaults. Received: {optimizer!r}"
+            )
+        return keras.optimizers.get(optimizer)
+
+    def get_compile_config(self):
+        if not self.compiled:
+            return {}
+        return {
+            "optimizer": keras.saving.serialize_keras_object(self.optimizer),
+            **self._compile_settings,
+        }
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        config["optimizer"] = keras.saving.deserialize_keras_object(
+            config["optimizer"]
+        )
+        self.compile(**config)
+
+    # ----------------------------------------------------------------------
+    # The step, as Keras's trainers call it.
+
+    def train_step(self, *args):
+        return backend_module().train_step(self, *args)
+
+    def test_step(self, *args):
+        return backend_module().test_step(self, *args)
+
+    def run_step(self, data, training):
+        """The backend-agnostic body of a train or test step."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        self.validate_data(x)
+        if training:
+            logs = self.train_step_logic(x, y, sample_weight)
+        else:
+            logs = self.test_step_logic(x, y, sample_weight)
+        logs = self._check_logs(logs, training)
+        batch_size = ops.shape(keras.tree.flatten(x)[0])[0]
+        results = {}
+        for name, value in logs.items():
+            tracker = self._trackers[name]
+            tracker.update_state(ops.stop_gradient(value), batch_size)
+            results[name] = tracker.result()
+        if training and isinstance(self.optimizer, MultiOptimizer):
+            self.optimizer.iterations.assign_add(1)
+        return results
+
+    def validate_data(self, x):
+        """Rejects data whose shape or dtype differs from `data_shape`."""
+        if self.data_shape is None or not hasattr(x, "shape"):
+            return
+        expected = tuple(self.data_shape)
+        got = tuple(x.shape[1:])
+        if len(got) != len(expected) or any(
+            g is not None and g != e for g, e in zip(got, expected)
+        ):
+            raise ValueError(
+                f"{type(self).__name__} expects data of shape "
+                f"(batch, {', '.join(map(str, expected))}), received data of "
+                f"shape {tuple(x.shape)}."
+            )
+        dtype = keras.backend.standardize_dtype(x.dtype)
+        is_float = "float" in dtype
+        is_int = "int" in dtype
+        if (self.data_dtype == "float" and not is_float) or (
+            self.data_dtype == "int" and not is_int
+        ):
+            raise ValueError(
+                f"{type(self).__name__} expects {self.data_dtype} data, "
+                f"received dtype {dtype}."
+            )
+
+    def _check_logs(self, logs, training):
+        if not isinstance(logs, dict):
+            raise ValueError(
+                f"{type(self).__name__}.{'train' if training else 'test'}"
+                f"_step_logic must return a dict of scalars; got {logs!r}."
+            )
+        unknown = [name for name in logs if name not in self._trackers]
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} returned logs {unknown} that are not "
+                f"in `log_names()` = {list(self.log_names())}."
+            )
+        if training and "loss" not in logs:
+            raise ValueError(
+                f"{type(self).__name__}.train_step_logic must return a "
+                "'loss' entry (TerminateOnNaN and EarlyStopping read it)."
+            )
+        return logs
+
+    # ----------------------------------------------------------------------
+    # Bookkeeping.
+
+    def _assert_compiled(self):
+        if not getattr(self, "compiled", False):
+            raise ValueError(
+                f"{type(self).__name__} must be compiled before training: "
+                "call `model.compile()`."
+            )
+
+    def _assert_networks_built(self):
+        unbuilt = [
+            layer.name
+            for layer in self._flatten_layers(include_self=False)
+            if not layer.built
+        ]
+        if unbuilt:
+            raise ValueError(
+                f"{type(self).__name__} has unbuilt layers {unbuilt}: build "
+                "every network (for example with a `keras.Input`) before "
+                "`compile()`."
+            )
+        self.built = True
+
+    def _player_variables(self, cached=False):
+        # `minimize` runs every step on torch; the walk over the layers is
+        # done once per compile. Stored past Keras's attribute tracking so
+        # the model does not adopt the variables as its own.
+        if cached and getattr(self, "_player_variables_cache", None):
+            return self._player_variables_cache
+        players = self.players()
+        result = {}
+        owner = {}
+        for name, parts in players.items():
+            if not isinstance(parts, (list, tuple)):
+                parts = [parts]
+            variables = []
+            for part in parts:
+                for v in part.trainable_variables:
+                    if id(v) in owner:
+                        if owner[id(v)] != name:
+                            raise ValueError(
+                                f"Variable {v.path} belongs to players "
+                                f"{owner[id(v)]!r} and {name!r}; each "
+                                "variable must belong to one player."
+                            )
+                        continue
+                    owner[id(v)] = name
+                    variables.append(v)
+            result[name] = variables
+        object.__setattr__(self, "_player_variables_cache", result)
+        return result
+
+    def _seed_states(self):
+        states = []
+        for layer in self._flatten_layers(include_self=True):
+            states.extend(sg.state for sg in layer._seed_generators)
+        return states
+
+    # Keras does not save `SeedGenerator` states; we do, so that a loaded
+    # model resumes training with the same noise an uninterrupted run draws.
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        for i, state in enumerate(self._seed_states()):
+            store[f"seed_{i}"] = state.numpy()
+
+    def load_own_variables(self, store):
+        seed_keys = [k for k in store.keys() if k.startswith("seed_")]
+        own = {k: np.asarray(store[k]) for k in store.keys() if k not in seed_keys}
+        super().load_own_variables(own)
+        states = self._seed_states()
+        if len(seed_keys) != len(states):
+            warnings.warn(
+                f"{type(self).__name__}: the saved file has {len(seed_keys)} "
+                f"random-generator states, the model {len(states)}; the "
+                "generators keep their fresh states.",
+                stacklevel=2,
+            )
+            return
+        for i, state in enumerate(states):
+            state.assign(np.asarray(store[f"seed_{i}"]))
+
+    def get_config(self):
+        config = super().get_config()
+        config["seed"] = self.seed
+        return config

@@ -1,0 +1,41 @@
+"""PyTorch: eager steps; gradients from `.backward()` on the player's weights.
+
+`backward(inputs=...)` accumulates gradients into the updated player's
+parameters only, so another player's `.grad` is never touched, and the
+update runs under `torch.no_grad()` as Keras's own torch trainer does.
+"""
+
+import torch
+
+
+def train_step(model, data):
+    return model.run_step(data, training=True)
+
+
+def test_step(model, data):
+    return model.run_step(data, training=False)
+
+
+def minimize(model, loss_fn, variables, optimizer):
+    params = [v.value for v in variables]
+    for p in params:
+        p.grad = None
+    with torch.enable_grad():
+        loss = loss_fn()
+        optimizer.scale_loss(loss).backward(inputs=params)
+    grads = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    with torch.no_grad():
+        optimizer.apply(grads, variables)
+    return loss.detach()
+
+
+def gradient(model, fn, x):
+    # Keras runs test steps under `no_grad`; a penalty needs the graph.
+    with torch.enable_grad():
+        if not x.requires_grad:
+            x = x.detach().requires_grad_(True)
+        y = fn(x)
+        (grad,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    return grad
