@@ -1,0 +1,396 @@
+"""The seam: every promise of `zoo.core`, checked under the running backend."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from tests.core_models import Counter, NoiseProbe, Quantizer, TinyGAN, toy_data
+from tests.helpers import check_model
+from zoo.core import GenerativeModel, MultiOptimizer
+
+BACKEND = keras.backend.backend()
+
+
+def weights_of(layer):
+    return [v.numpy().copy() for v in layer.trainable_variables]
+
+
+def changed(before, after):
+    return [not np.array_equal(a, b) for a, b in zip(before, after)]
+
+
+def sgd_pair(generator_lr, discriminator_lr):
+    return {
+        "generator": keras.optimizers.SGD(generator_lr),
+        "discriminator": keras.optimizers.SGD(discriminator_lr),
+    }
+
+
+def test_shared_helper_accepts_a_core_model(tmp_path):
+    check_model(lambda: TinyGAN(seed=1), toy_data(64), tmp_path, sample_shape=(2,))
+
+
+# (a) two players with separate optimizers; each update changes only its own.
+def test_each_update_changes_only_its_player():
+    model = TinyGAN(seed=0)
+    model.compile(optimizer=sgd_pair(0.0, 0.1))
+    g0, d0 = weights_of(model.generator), weights_of(model.discriminator)
+    model.fit(toy_data(32), batch_size=32, epochs=1, verbose=0)
+    assert not any(changed(g0, weights_of(model.generator)))
+    assert all(changed(d0, weights_of(model.discriminator)))
+
+    model = TinyGAN(seed=0)
+    model.compile(optimizer=sgd_pair(0.1, 0.0))
+    g0, d0 = weights_of(model.generator), weights_of(model.discriminator)
+    model.fit(toy_data(32), batch_size=32, epochs=1, verbose=0)
+    assert all(changed(g0, weights_of(model.generator)))
+    assert not any(changed(d0, weights_of(model.discriminator)))
+
+
+def test_players_have_their_own_optimizer_state():
+    model = TinyGAN(seed=0)
+    model.compile(optimizer={
+        "generator": keras.optimizers.Adam(1e-4, beta_1=0.5),
+        "discriminator": keras.optimizers.RMSprop(3e-4),
+    })
+    assert isinstance(model.optimizer, MultiOptimizer)
+    assert isinstance(model.player_optimizer("discriminator"), keras.optimizers.RMSprop)
+    np.testing.assert_allclose(
+        float(model.player_optimizer("generator").learning_rate), 1e-4, rtol=1e-6
+    )
+
+
+# (b) several updates of one player per batch.
+def test_critic_steps_update_the_critic_several_times_per_batch():
+    model = TinyGAN(critic_steps=3, seed=0)
+    model.compile()
+    model.fit(toy_data(64), batch_size=16, epochs=1, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 4
+    assert int(model.player_optimizer("discriminator").iterations.numpy()) == 12
+    assert int(model.player_optimizer("generator").iterations.numpy()) == 4
+
+
+# (c) a gradient penalty: d/dw of a loss containing |d critic / d x|^2.
+def penalty_loss(model, x):
+    grad = model.gradient(lambda v: model.discriminator(v), x)
+    return ops.mean(ops.sum(grad**2, axis=1)) + ops.mean(model.discriminator(x))
+
+
+@keras.saving.register_keras_serializable(package="zoo_tests")
+class PenaltyOnly(TinyGAN):
+    def train_step_logic(self, x, y=None, sample_weight=None):
+        loss = self.minimize("discriminator", lambda: penalty_loss(self, x))
+        return {"loss": loss, "d_loss": loss, "g_loss": 0.0 * loss}
+
+
+def test_gradient_penalty_gradient_matches_finite_differences():
+    keras.utils.set_random_seed(1)
+    model = PenaltyOnly(seed=0)
+    model.compile(optimizer=sgd_pair(0.0, 1.0))
+    x = toy_data(16)
+    before = weights_of(model.discriminator)
+    model.fit(x, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    # SGD with learning rate 1: the step is minus the gradient.
+    autodiff = [b - a for b, a in zip(before, weights_of(model.discriminator))]
+    for v, value in zip(model.discriminator.trainable_variables, before):
+        v.assign(value)
+
+    def loss_at():
+        return float(ops.convert_to_numpy(penalty_loss(model, ops.convert_to_tensor(x))))
+
+    eps = 1e-2
+    for v, grad in zip(model.discriminator.trainable_variables, autodiff):
+        base = v.numpy().copy()
+        flat = base.reshape(-1)
+        for i in range(flat.size):
+            plus, minus = flat.copy(), flat.copy()
+            plus[i] += eps
+            minus[i] -= eps
+            v.assign(plus.reshape(base.shape))
+            up = loss_at()
+            v.assign(minus.reshape(base.shape))
+            down = loss_at()
+            v.assign(base)
+            numeric = (up - down) / (2 * eps)
+            np.testing.assert_allclose(
+                grad.reshape(-1)[i], numeric, rtol=3e-2, atol=2e-3,
+                err_msg=f"{v.path}[{i}]",
+            )
+
+
+def test_gradient_of_a_sum_is_per_example_input_gradient():
+    model = TinyGAN(seed=0)
+    x = ops.convert_to_tensor(toy_data(4))
+    grad = ops.convert_to_numpy(model.gradient(lambda v: 3.0 * ops.sum(v**2, axis=1), x))
+    np.testing.assert_allclose(grad, 6.0 * toy_data(4), rtol=1e-5)
+
+
+# (d) a straight-through estimator lets gradients reach the encoder.
+@pytest.mark.parametrize("straight_through", [True, False])
+def test_straight_through_estimator_reaches_the_encoder(straight_through):
+    model = Quantizer(straight_through=straight_through, seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    before = weights_of(model.encoder)
+    model.fit(toy_data(32), batch_size=32, epochs=1, verbose=0)
+    moved = changed(before, weights_of(model.encoder))
+    # Rounding has zero gradient: without the estimator the encoder is stuck.
+    assert all(moved) if straight_through else not any(moved)
+
+
+# (e) noise from the model's own SeedGenerator.
+def per_step_losses(seed, steps=4):
+    model = NoiseProbe(seed=seed)
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    losses = []
+    for _ in range(steps):
+        logs = model.train_on_batch(toy_data(8), return_dict=True)
+        losses.append(float(logs["loss"]))
+    return losses
+
+
+def test_seeded_noise_is_reproducible_varies_per_step_and_per_seed():
+    first, again, other = per_step_losses(7), per_step_losses(7), per_step_losses(8)
+    assert first == again
+    assert first != other
+    assert len(set(first)) == len(first), f"noise frozen into the step: {first}"
+
+
+def test_noise_differs_between_steps_inside_fit():
+    model = NoiseProbe(seed=3)
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(float(logs["loss"]))
+    )
+    model.fit(toy_data(32), batch_size=8, epochs=1, verbose=0, callbacks=[record])
+    # Running means of distinct draws: all different.
+    assert len(set(seen)) == 4, seen
+
+
+# (f) BatchNorm moving statistics update during fit.
+def test_batchnorm_statistics_update_during_fit():
+    model = TinyGAN(batch_norm=True, seed=0)
+    model.compile()
+    bn = next(layer for layer in model.discriminator.layers
+              if isinstance(layer, keras.layers.BatchNormalization))
+    mean0, var0 = bn.moving_mean.numpy().copy(), bn.moving_variance.numpy().copy()
+    model.fit(toy_data(64), batch_size=16, epochs=1, verbose=0)
+    assert not np.allclose(mean0, bn.moving_mean.numpy())
+    assert not np.allclose(var0, bn.moving_variance.numpy())
+
+
+# (g) compiled once on JAX, inside tf.function on TensorFlow.
+def test_step_is_traced_once_and_compiled():
+    model = TinyGAN(critic_steps=2, penalty=1.0, seed=0)
+    model.compile()
+    model.fit(toy_data(64), batch_size=16, epochs=2, verbose=0)
+    if BACKEND in ("jax", "tensorflow"):
+        assert model.traces == 1, f"the step was traced {model.traces} times"
+    else:
+        assert model.traces == 8  # torch runs the step eagerly, once per batch
+    if BACKEND == "tensorflow":
+        assert model.eager_flags == [False]
+
+
+# (h) save / load restores weights and every optimizer's state.
+def test_fit_resumes_exactly_after_save_and_load(tmp_path):
+    x = toy_data(64)
+
+    def fresh():
+        keras.utils.set_random_seed(4)
+        model = TinyGAN(critic_steps=2, penalty=0.5, batch_norm=True, seed=11)
+        model.compile()
+        return model
+
+    straight = fresh()
+    history = straight.fit(x, batch_size=16, epochs=2, verbose=0, shuffle=False)
+
+    first = fresh()
+    first.fit(x, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    path = str(tmp_path / "half.keras")
+    first.save(path)
+    resumed = keras.saving.load_model(path)
+    assert isinstance(resumed.optimizer, MultiOptimizer)
+    assert int(resumed.optimizer.iterations.numpy()) == 4
+    second = resumed.fit(x, batch_size=16, epochs=1, verbose=0, shuffle=False)
+
+    for name in ("d_loss", "g_loss"):
+        np.testing.assert_allclose(
+            second.history[name][0], history.history[name][1], rtol=1e-5, atol=1e-6
+        )
+    for a, b in zip(resumed.weights, straight.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# (i) trackers reset each epoch; "loss" drives Keras callbacks; evaluate.
+def test_trackers_reset_every_epoch():
+    model = Counter()
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    history = model.fit(toy_data(32), batch_size=8, epochs=2, verbose=0)
+    # Steps 0..3, then 4..7: epoch means 1.5 and 5.5 (3.5 if never reset).
+    np.testing.assert_allclose(history.history["loss"], [1.5, 5.5])
+    assert [m.name for m in model.metrics] == ["loss"]
+
+
+def test_terminate_on_nan_stops_training():
+    model = Counter(nan_after=2.5)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.fit(toy_data(64), batch_size=8, epochs=3, verbose=0,
+              callbacks=[keras.callbacks.TerminateOnNaN()])
+    assert int(model.optimizer.iterations.numpy()) == 4
+
+
+def test_early_stopping_reads_the_loss():
+    model = Counter()
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    history = model.fit(toy_data(16), batch_size=8, epochs=10, verbose=0,
+                        callbacks=[keras.callbacks.EarlyStopping("loss", patience=1)])
+    assert len(history.history["loss"]) == 2
+
+
+def test_evaluate_runs_the_test_step():
+    model = Counter()
+    model.compile()
+    x = toy_data(32)
+    result = model.evaluate(x, batch_size=8, verbose=0, return_dict=True)
+    np.testing.assert_allclose(result["loss"], x.mean(), rtol=1e-5)
+    # Evaluating updates nothing.
+    assert int(model.optimizer.iterations.numpy()) == 0
+
+
+def test_gan_evaluate_reports_every_log():
+    model = TinyGAN(seed=0, penalty=1.0)
+    model.compile()
+    result = model.evaluate(toy_data(32), batch_size=16, verbose=0, return_dict=True)
+    assert set(result) == {"loss", "d_loss", "g_loss"}
+    assert all(np.isfinite(v) for v in result.values())
+
+
+# compile: defaults, per-player optimizers, clear errors.
+def test_bare_compile_uses_per_player_defaults():
+    model = TinyGAN(seed=0)
+    model.compile()
+    assert model.optimizer.players == ["generator", "discriminator"]
+    model.fit(toy_data(16), batch_size=8, epochs=1, verbose=0)
+
+
+def test_compile_errors_name_what_was_expected():
+    model = TinyGAN()
+    with pytest.raises(ValueError, match=r"Unknown player.*'critic'.*generator"):
+        model.compile(optimizer={"generator": "adam", "critic": "adam"})
+    with pytest.raises(ValueError, match=r"Missing optimizer.*discriminator"):
+        model.compile(optimizer={"generator": "adam"})
+    with pytest.raises(ValueError, match=r"pass `optimizer` as a dict"):
+        model.compile(optimizer="adam")
+
+
+def test_single_player_model_takes_a_plain_optimizer():
+    model = Quantizer()
+    model.compile(optimizer="sgd")
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    model.compile(optimizer={"model": "adam"})
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+
+
+def test_minimize_rejects_an_unknown_player():
+    class Wrong(TinyGAN):
+        def train_step_logic(self, x, y=None, sample_weight=None):
+            loss = self.minimize("critic", lambda: ops.mean(x))
+            return {"loss": loss, "d_loss": loss, "g_loss": loss}
+
+    model = Wrong()
+    model.compile()
+    with pytest.raises(ValueError, match=r"Unknown player 'critic'"):
+        model.fit(toy_data(8), batch_size=8, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (np.zeros((16, 3), "float32"), r"shape \(batch, 2\), received data of shape \(\w+, 3\)"),
+        (np.zeros((16, 2, 1), "float32"), r"shape \(batch, 2\)"),
+        (np.zeros((16, 2), "int32"), r"expects float data.*int32"),
+    ],
+)
+def test_wrong_data_is_a_clear_error(data, message):
+    model = TinyGAN()
+    model.compile()
+    with pytest.raises(ValueError, match=message):
+        model.fit(data, batch_size=8, verbose=0)
+
+
+def test_logs_must_carry_loss():
+    class NoLoss(TinyGAN):
+        def train_step_logic(self, x, y=None, sample_weight=None):
+            d = self.minimize("discriminator", lambda: self.discriminator_loss(x))
+            return {"d_loss": d}
+
+    model = NoLoss()
+    model.compile()
+    with pytest.raises(ValueError, match=r"'loss' entry"):
+        model.fit(toy_data(8), batch_size=8, verbose=0)
+
+
+def test_unbuilt_networks_are_a_clear_error():
+    class Unbuilt(GenerativeModel):
+        def __init__(self):
+            super().__init__()
+            self.net = keras.layers.Dense(3)
+
+    with pytest.raises(ValueError, match=r"unbuilt layers"):
+        Unbuilt().compile()
+
+
+# What Keras optimizers do keeps working through the core.
+def test_gradient_accumulation_applies_every_second_step():
+    model = TinyGAN(seed=0)
+    model.compile(optimizer={
+        "generator": keras.optimizers.SGD(0.0),
+        "discriminator": keras.optimizers.SGD(0.1, gradient_accumulation_steps=2),
+    })
+    d0 = weights_of(model.discriminator)
+    model.fit(toy_data(8), batch_size=8, epochs=1, verbose=0)
+    assert not any(changed(d0, weights_of(model.discriminator)))
+    model.fit(toy_data(8), batch_size=8, epochs=1, verbose=0)
+    assert all(changed(d0, weights_of(model.discriminator)))
+
+
+def test_global_clipnorm_bounds_each_update():
+    model = TinyGAN(seed=0)
+    model.compile(optimizer={
+        "generator": keras.optimizers.SGD(0.0),
+        "discriminator": keras.optimizers.SGD(1.0, global_clipnorm=1e-3),
+    })
+    d0 = weights_of(model.discriminator)
+    model.fit(toy_data(8), batch_size=8, epochs=1, verbose=0)
+    step = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(d0, weights_of(model.discriminator))))
+    assert 0 < step <= 1e-3 * 1.001
+
+
+def test_learning_rate_callbacks_adjust_every_player():
+    model = TinyGAN(seed=0)
+    model.compile(optimizer={
+        "generator": keras.optimizers.Adam(1e-3),
+        "discriminator": keras.optimizers.Adam(4e-3),
+    })
+    halve = keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr / 2)
+    history = model.fit(toy_data(16), batch_size=8, epochs=1, verbose=0, callbacks=[halve])
+    np.testing.assert_allclose(float(model.optimizer["generator"].learning_rate), 5e-4, rtol=1e-6)
+    np.testing.assert_allclose(float(model.optimizer["discriminator"].learning_rate), 2e-3, rtol=1e-6)
+    assert "learning_rate_discriminator" in history.history
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains_with_loss_scaling(policy):
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = TinyGAN(seed=0)
+        model.compile()
+        history = model.fit(toy_data(32), batch_size=16, epochs=1, verbose=0)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    scaled = [isinstance(o, keras.optimizers.LossScaleOptimizer)
+              for o in model.optimizer.optimizers]
+    assert all(scaled) if policy == "mixed_float16" else not any(scaled)
+    assert np.all(np.isfinite(history.history["loss"]))
