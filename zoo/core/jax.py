@@ -130,3 +130,19 @@ def gradient(model, fn, x):
     grad, updates = jax.grad(summed, has_aux=True)(x)
     _assign(touched, updates)
     return grad
+
+
+def compile_function(model, fn, seed_state, jit_compile=None):
+    # The weights are arguments, not constants baked into the trace, so the
+    # compiled function follows training without being traced again.
+    def pure(values, state, *args):
+        mapping = list(zip(model.variables, values)) + [(seed_state, state)]
+        with StatelessScope(state_mapping=mapping):
+            return fn(*args)
+
+    compiled = jax.jit(pure) if jit_compile is not False else pure
+
+    def call(state, *args):
+        return compiled([v.value for v in model.variables], state, *args)
+
+    return call

@@ -75,6 +75,9 @@ class GenerativeModel(keras.Model):
         super().__init__(**kwargs)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # Draws inside `compile_function`; reset from the caller's seed at
+        # every call, so it never disturbs the training noise.
+        self.sampling_seed = keras.random.SeedGenerator(0, name="sampling_seed")
         self._trackers = {}
 
     # ----------------------------------------------------------------------
@@ -132,6 +135,34 @@ class GenerativeModel(keras.Model):
         differentiates through it to the weights.
         """
         return backend_module().gradient(self, fn, x)
+
+    def compile_function(self, fn, jit_compile=None):
+        """Compiles `fn(*tensors)` for inference: sampling and generation loops.
+
+        Returns `call(*tensors, seed=None)`. The function runs inside
+        `jax.jit` over the model's current variable values on JAX (so it
+        sees weights changed by later training without retracing), as a
+        `tf.function` on TensorFlow, and eagerly under `torch.no_grad()` on
+        PyTorch. Write loops with `keras.ops.fori_loop`/`while_loop` so they
+        compile too. Inside `fn`, draw noise with `seed=self.sampling_seed`;
+        `seed` (an int) makes the draws reproducible, `None` draws a fresh
+        one. `fn` takes only tensors: build one compiled function per
+        setting of its Python arguments. Variable updates inside `fn` are
+        not kept.
+        """
+        inner = backend_module().compile_function(
+            self, fn, self.sampling_seed.state, jit_compile=jit_compile
+        )
+
+        def call(*args, seed=None):
+            if seed is None:
+                seed = int(np.random.randint(1, 2**31 - 1))
+            if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+                raise ValueError(f"`seed` must be an int or None; received {seed!r}.")
+            state = np.array([seed % (2**31), 0], dtype=self.sampling_seed.state.dtype)
+            return inner(state, *args)
+
+        return call
 
     def player_optimizer(self, player):
         """The optimizer that updates `player`."""

@@ -30,3 +30,13 @@ def gradient(model, fn, x):
         tape.watch(x)
         y = fn(x)
     return tape.gradient(y, x)
+
+
+def compile_function(model, fn, seed_state, jit_compile=None):
+    compiled = tf.function(fn, jit_compile=bool(jit_compile), reduce_retracing=True)
+
+    def call(state, *args):
+        seed_state.assign(state)
+        return compiled(*args)
+
+    return call

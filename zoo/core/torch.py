@@ -39,3 +39,14 @@ def gradient(model, fn, x):
         y = fn(x)
         (grad,) = torch.autograd.grad(y.sum(), x, create_graph=True)
     return grad
+
+
+def compile_function(model, fn, seed_state, jit_compile=None):
+    compiled = torch.compile(fn) if jit_compile else fn
+
+    def call(state, *args):
+        seed_state.assign(state)
+        with torch.no_grad():
+            return compiled(*args)
+
+    return call
