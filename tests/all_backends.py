@@ -1,0 +1,137 @@
+"""Run the test suite once per Keras backend, each in its own process.
+
+Usage (from anywhere; paths are taken relative to the current directory):
+
+    python tests/all_backends.py [--backends jax,torch] [pytest arguments ...]
+
+Every argument except ``--backends`` goes to ``python -m pytest`` unchanged,
+e.g. ``python tests/all_backends.py tests/test_data.py -x -k moons``.
+Each run gets ``KERAS_BACKEND`` (which Keras reads after, and so in preference
+to, ``~/.keras/keras.json``), a fresh empty ``KERAS_HOME`` so no user config
+or cache leaks in, and ``TF_CPP_MIN_LOG_LEVEL=2`` to quiet TensorFlow's C++ logs.
+Output streams as it comes; a summary table follows. The exit status is 0 only
+if every backend's pytest passed; "no tests collected" (pytest's status 5)
+counts as a failure.
+"""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+BACKENDS = ("tensorflow", "jax", "torch")
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+# pytest's closing line, with or without -q: "==== 3 passed, 1 skipped in 2.01s ====".
+SUMMARY = re.compile(
+    r"\b(passed|failed|errors?|skipped|deselected|xfailed|xpassed|no tests ran)\b.*\bin [\d.]+s"
+)
+
+
+def parse_args(argv):
+    """Split ``argv`` into the chosen backends and the arguments for pytest."""
+    backends, rest = list(BACKENDS), []
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-h", "--help"):
+            print(__doc__.strip())
+            sys.exit(0)
+        if arg == "--backends" or arg.startswith("--backends="):
+            value = arg.partition("=")[2] if "=" in arg else next(args, "")
+            backends = [b.strip() for b in value.split(",") if b.strip()]
+            unknown = [b for b in backends if b not in BACKENDS]
+            if unknown or not backends:
+                sys.exit(
+                    f"all_backends.py: --backends takes a comma-separated subset of "
+                    f"{','.join(BACKENDS)}; got {value!r}."
+                )
+        else:
+            rest.append(arg)
+    return backends, rest
+
+
+def absolutize(args):
+    """Make path arguments (also ``path::test_id``) absolute, since pytest runs
+    from the repository root so that pyproject.toml's settings apply."""
+    out = []
+    for arg in args:
+        path, sep, node = arg.partition("::")
+        if not arg.startswith("-") and path and os.path.exists(path):
+            arg = os.path.abspath(path) + sep + node
+        out.append(arg)
+    return out
+
+
+def run_one(backend, pytest_args):
+    """Run pytest under ``backend``; return (exit status, summary line, seconds)."""
+    print(f"\n{'=' * 30} KERAS_BACKEND={backend} {'=' * 30}", flush=True)
+    with tempfile.TemporaryDirectory(prefix=f"keras-home-{backend}-") as keras_home:
+        env = dict(
+            os.environ, KERAS_BACKEND=backend, KERAS_HOME=keras_home, TF_CPP_MIN_LOG_LEVEL="2"
+        )
+        start = time.perf_counter()
+        summary = ""
+        with subprocess.Popen(
+            [sys.executable, "-m", "pytest", *pytest_args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+        ) as proc:
+            try:
+                for line in proc.stdout:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                    if SUMMARY.search(line):
+                        summary = line.strip().strip("=").strip()
+                status = proc.wait()
+            except KeyboardInterrupt:
+                proc.terminate()
+                proc.wait()
+                raise
+        elapsed = time.perf_counter() - start
+    if status == 5:
+        summary = (summary + "; " if summary else "") + "no tests collected"
+    return status, summary or f"pytest exited with status {status}", elapsed
+
+
+def main(argv):
+    backends, pytest_args = parse_args(argv)
+    pytest_args = absolutize(pytest_args)
+    results = []
+    try:
+        for backend in backends:
+            results.append((backend, *run_one(backend, pytest_args)))
+    except KeyboardInterrupt:
+        print("\nall_backends.py: interrupted.", file=sys.stderr)
+        return 130
+
+    width = max(len(b) for b in backends)
+    print(f"\n{'=' * 30} summary {'=' * 30}")
+    for backend, status, summary, elapsed in results:
+        verdict = "ok  " if status == 0 else "FAIL"
+        print(f"{verdict} {backend:<{width}}  {summary}  (wall {elapsed:.1f}s)")
+    # One closing line for the whole run, in the form CI readers recognise.
+    totals = {"passed": 0, "failed": 0, "skipped": 0}
+    for _, status, summary, _ in results:
+        for count, word in re.findall(r"(\d+) (passed|failed|errors?|skipped)", summary):
+            key = "failed" if word.startswith("error") else word
+            totals[key] += int(count)
+        if status != 0 and not re.search(r"\d+ (failed|errors?)", summary):
+            totals["failed"] += 1  # a crash or empty run counts as a failure
+    print(f"total: {totals['passed']} passed, {totals['failed']} failed, "
+          f"{totals['skipped']} skipped")
+    failed = [b for b, status, _, _ in results if status != 0]
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
