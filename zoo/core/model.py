@@ -144,7 +144,8 @@ class GenerativeModel(keras.Model):
         sees weights changed by later training without retracing), as a
         `tf.function` on TensorFlow, and eagerly under `torch.no_grad()` on
         PyTorch. Write loops with `keras.ops.fori_loop`/`while_loop` so they
-        compile too. Inside `fn`, draw noise with `seed=self.sampling_seed`;
+        compile too, and use `self.fori_loop` for loops that draw noise.
+        Inside `fn`, draw noise with `seed=self.sampling_seed`;
         `seed` (an int) makes the draws reproducible, `None` draws a fresh
         one. `fn` takes only tensors: build one compiled function per
         setting of its Python arguments. Variable updates inside `fn` are
@@ -163,6 +164,25 @@ class GenerativeModel(keras.Model):
             return inner(state, *args)
 
         return call
+
+    def fori_loop(self, lower, upper, body, init_val):
+        """`keras.ops.fori_loop` that draws fresh noise at every iteration.
+
+        A compiled loop traces its body once; a `SeedGenerator` advanced in
+        the body would hand every iteration the same noise on JAX. This
+        loop carries `self.sampling_seed`'s state through the iterations.
+        """
+        state = self.sampling_seed.state
+
+        def threaded(i, carry):
+            value, seed_state = carry
+            state.assign(seed_state)
+            value = body(i, value)
+            return value, state.value
+
+        value, seed_state = ops.fori_loop(lower, upper, threaded, (init_val, state.value))
+        state.assign(seed_state)
+        return value
 
     def player_optimizer(self, player):
         """The optimizer that updates `player`."""
