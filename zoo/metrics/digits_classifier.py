@@ -69,7 +69,7 @@ def load_digits_classifier():
             )
         model = build_digits_classifier()
         model.load_weights(WEIGHTS)
-        features = keras.Model(model.inputs, model.get_layer(FEATURE_LAYER).output)
+        features = keras.Model(model.inputs[0], model.get_layer(FEATURE_LAYER).output)
         _cached = (model, features)
     return _cached
 
