@@ -1,0 +1,13 @@
+"""Autoregressive transformers: `GPT` and its tokenizers.
+
+`GPT` is a decoder-only language model trained with plain `fit` on int
+tokens, with key/value-cached generation compiled on every backend;
+`ByteTokenizer` (UTF-8 bytes) and `CharTokenizer` (characters) turn text into
+tokens and back and are saved with the model.
+"""
+
+from zoo.transformer.byte_tokenizer import ByteTokenizer
+from zoo.transformer.char_tokenizer import CharTokenizer
+from zoo.transformer.gpt import GPT
+
+__all__ = ["GPT", "ByteTokenizer", "CharTokenizer"]
