@@ -25,6 +25,7 @@ import os
 import time
 
 import keras
+import numpy as np
 
 from zoo.data import Grid, Ring, mode_coverage
 from zoo.gan import GAN, WGANGP
@@ -39,6 +40,15 @@ DENSITIES = {
 }
 MODELS = {"gan": GAN, "wgan_gp": WGANGP}
 NUM_SAMPLES = 2500
+
+
+def _mode_std(points, density):
+    """Per-coordinate RMS distance of the high-quality points to their mode."""
+    distance = np.min(
+        np.linalg.norm(points[:, None, :] - density.modes[None], axis=-1), axis=1
+    )
+    good = distance <= 3 * density.std
+    return round(float(np.sqrt(np.mean(distance[good] ** 2) / 2)), 4)
 
 
 def run(dataset, model_name, steps, batch_size, seed, num_data, out=None):
@@ -63,6 +73,10 @@ def run(dataset, model_name, steps, batch_size, seed, num_data, out=None):
         "num_modes": pacgan["num_modes"],
         "high_quality": round(pacgan["high_quality"], 4),
         "reverse_kl": round(pacgan["reverse_kl"], 4),
+        # Spread of the good samples around their modes, against the same
+        # figure for data: smaller means modes collapsed towards centres.
+        "mode_std": _mode_std(samples, density),
+        "data_mode_std": _mode_std(data[:NUM_SAMPLES], density),
         "steps": epochs * steps_per_epoch,
         "batch_size": batch_size,
         "train_seconds": round(seconds, 1),

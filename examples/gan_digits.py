@@ -1,15 +1,17 @@
-"""Train a GAN on the 8x8 digits and save a grid of samples as a PNG.
+"""Train a class-conditional GAN on the 8x8 digits; save a PNG grid of samples.
 
-The digits ship with scikit-learn, so nothing is downloaded. Default
-networks (DCGAN-style, built from the data shape) and a bare `compile()`;
-about a minute on two CPU cores. Run from the repository root, with any
-backend:
+The digits ship with scikit-learn, so nothing is downloaded. The networks are
+the defaults built from the data shape (DCGAN-style, a projection
+discriminator), at half DCGAN's width; about a minute and a half on two CPU
+cores. Run from the repository root, with any backend:
 
     KERAS_BACKEND=jax python examples/gan_digits.py
-    KERAS_BACKEND=torch python examples/gan_digits.py --conditional
+    KERAS_BACKEND=torch python examples/gan_digits.py --unconditional
 
-`--conditional` trains a `ConditionalGAN` on (image, label) pairs instead and
-draws one row per digit, 0 to 9.
+The grid has one row per digit, 0 to 9 (`--unconditional`: a plain `GAN`,
+samples in no order). The script prints the training time and the digits FID
+of 1,000 samples (features of zoo.metrics' digits classifier; the test split
+against the training split scores about 2.7).
 """
 
 import argparse
@@ -21,39 +23,49 @@ import numpy as np
 from zoo.data import digits
 from zoo.gan import GAN, ConditionalGAN
 from zoo.images import save_image_grid
+from zoo.metrics import fid
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--conditional", action="store_true",
-                        help="train a ConditionalGAN; one row of samples per digit")
+    parser.add_argument("--unconditional", action="store_true",
+                        help="train a plain GAN instead of a ConditionalGAN")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="out/gan_digits.png")
     args = parser.parse_args()
 
     images, labels = digits("all")
-    if args.conditional:
-        model = ConditionalGAN(data_shape=images.shape[1:], num_classes=10, seed=args.seed)
-        data = (images, labels)
-    else:
-        model = GAN(data_shape=images.shape[1:], seed=args.seed)
+    if args.unconditional:
+        model = GAN(data_shape=images.shape[1:], filters=32, seed=args.seed)
         data = (images, None)
-    model.compile()
+    else:
+        model = ConditionalGAN(data_shape=images.shape[1:], num_classes=10,
+                               filters=32, seed=args.seed)
+        data = (images, labels)
+    # DCGAN's Adam(2e-4, beta_1=0.5), the default for images, needs several
+    # times longer on this small set: after 40 epochs its digits FID is
+    # about 6.5 where this larger step reaches about 3.
+    model.compile(optimizer={
+        player: keras.optimizers.Adam(1e-3, beta_1=0.0, beta_2=0.9)
+        for player in ("generator", "discriminator")
+    })
 
     start = time.perf_counter()
     model.fit(*data, batch_size=args.batch_size, epochs=args.epochs, verbose=0)
     seconds = time.perf_counter() - start
 
-    if args.conditional:
-        samples = model.sample(100, seed=args.seed, labels=np.repeat(np.arange(10), 10))
+    if args.unconditional:
+        samples = model.sample(1000, seed=args.seed)
     else:
-        samples = model.sample(100, seed=args.seed)
-    path = save_image_grid(samples, args.out, num_columns=10, scale=4)
+        # Row r of the 10 x 10 grid is digit r.
+        samples = model.sample(1000, seed=args.seed, labels=np.arange(1000) // 10 % 10)
+    path = save_image_grid(samples[:100], args.out, num_columns=10, scale=4)
     print(
-        f"{type(model).__name__} on {keras.backend.backend()}: {args.epochs} epochs "
-        f"in {seconds:.1f} s; samples written to {path}"
+        f"{type(model).__name__} on {keras.backend.backend()}: {args.epochs} "
+        f"epochs in {seconds:.1f} s, digits FID {fid(images, samples):.2f}; "
+        f"samples written to {path}"
     )
 
 

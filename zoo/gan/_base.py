@@ -86,7 +86,7 @@ class GANBase(GenerativeModel):
     ):
         super().__init__(seed=seed, **kwargs)
         self.data_shape = networks.check_data_shape(data_shape)
-        self.data_size = int(np.prod(self.data_shape))
+        self._data_size = int(np.prod(self.data_shape))
         if latent_dim is None:
             # Images: DCGAN's size. Vectors: a latent as large as the data
             # (up to 64), as in the 2-D mixture benchmarks; a much larger one
@@ -106,7 +106,7 @@ class GANBase(GenerativeModel):
             )
         else:
             self.num_stages = None
-        self.num_stages_arg = num_stages
+        self._num_stages_arg = num_stages
         if not isinstance(spectral_norm, bool):
             raise ValueError(
                 "`spectral_norm` must be True or False; received "
@@ -129,8 +129,8 @@ class GANBase(GenerativeModel):
             hidden_units=self.hidden_units, filters=self.filters,
             num_stages=num_stages, num_classes=num_classes,
         )
-        self.custom_generator = generator is not None
-        self.custom_discriminator = discriminator is not None
+        self._custom_generator = generator is not None
+        self._custom_discriminator = discriminator is not None
         if generator is None:
             generator = networks.default_generator(
                 self.data_shape, self.latent_dim, embedding_dim=embedding_dim,
@@ -283,15 +283,15 @@ class GANBase(GenerativeModel):
                 "latent_dim": self.latent_dim,
                 "hidden_units": list(self.hidden_units),
                 "filters": self.filters,
-                "num_stages": self.num_stages_arg,
+                "num_stages": self._num_stages_arg,
                 "spectral_norm": self.spectral_norm,
                 "ema_momentum": self.ema_momentum,
                 "generator": (
-                    _serialize(self.generator) if self.custom_generator else None
+                    _serialize(self.generator) if self._custom_generator else None
                 ),
                 "discriminator": (
                     _serialize(self.discriminator)
-                    if self.custom_discriminator else None
+                    if self._custom_discriminator else None
                 ),
             }
         )

@@ -99,8 +99,8 @@ class ConditionalGAN(GAN):
     def test_step_logic(self, x, y=None, sample_weight=None):
         self._no_sample_weight(sample_weight)
         labels = self._labels(y)
-        d_loss = self.discriminator_loss(x, labels)
-        g_loss = self.generator_loss(ops.shape(x)[0], labels)
+        d_loss = self.discriminator_loss(x, labels, training=False)
+        g_loss = self.generator_loss(ops.shape(x)[0], labels, training=False)
         return {"d_loss": d_loss, "g_loss": g_loss, "loss": d_loss + g_loss}
 
     def sample(self, num_samples, seed=None, labels=None, batch_size=1024):

@@ -102,15 +102,19 @@ class GAN(GANBase):
     # ------------------------------------------------------------------
     # Losses, on logits.
 
-    def discriminator_loss(self, real, labels=None):
-        """The discriminator's loss on a batch of data and fresh samples."""
+    def discriminator_loss(self, real, labels=None, training=True):
+        """The discriminator's loss on a batch of data and fresh samples.
+
+        `training=False` (in `evaluate`) runs the networks in inference mode,
+        so that batch statistics and power iterations stay as they are.
+        """
         batch_size = ops.shape(real)[0]
         # The generator is not updated here: no gradient through its output.
         fake = ops.stop_gradient(
-            self.generate(self.latent(batch_size), labels, training=True)
+            self.generate(self.latent(batch_size), labels, training=training)
         )
-        real_logits = self.critic(real, labels, training=True)
-        fake_logits = self.critic(fake, labels, training=True)
+        real_logits = self.critic(real, labels, training=training)
+        fake_logits = self.critic(fake, labels, training=training)
         target = 1.0 - self.label_smoothing
         if self.loss_name == "non_saturating":
             # Binary cross-entropy with logits: -log sigmoid(l) = softplus(-l).
@@ -127,23 +131,23 @@ class GAN(GANBase):
                 ops.square(fake_logits)
             )
         if self.r1_weight:
-            loss = loss + self.r1_weight / 2.0 * self.r1_penalty(real, labels)
+            loss = loss + self.r1_weight / 2.0 * self.r1_penalty(real, labels, training)
         return loss
 
-    def generator_loss(self, batch_size, labels=None):
+    def generator_loss(self, batch_size, labels=None, training=True):
         """The generator's loss on `batch_size` fresh samples."""
-        fake = self.generate(self.latent(batch_size), labels, training=True)
-        logits = self.critic(fake, labels, training=True)
+        fake = self.generate(self.latent(batch_size), labels, training=training)
+        logits = self.critic(fake, labels, training=training)
         if self.loss_name == "non_saturating":
             return ops.mean(ops.softplus(-logits))
         if self.loss_name == "hinge":
             return -ops.mean(logits)
         return 0.5 * ops.mean(ops.square(logits - 1.0))
 
-    def r1_penalty(self, real, labels=None):
+    def r1_penalty(self, real, labels=None, training=True):
         """`E |grad_x D(x)|^2` on data, unweighted."""
-        grad = self.gradient(lambda x: self.critic(x, labels, training=True), real)
-        return ops.mean(ops.sum(ops.reshape(ops.square(grad), (-1, self.data_size)), axis=1))
+        grad = self.gradient(lambda x: self.critic(x, labels, training=training), real)
+        return ops.mean(ops.sum(ops.reshape(ops.square(grad), (-1, self._data_size)), axis=1))
 
     # ------------------------------------------------------------------
     # Steps.
@@ -158,8 +162,8 @@ class GAN(GANBase):
 
     def test_step_logic(self, x, y=None, sample_weight=None):
         self._no_sample_weight(sample_weight)
-        d_loss = self.discriminator_loss(x)
-        g_loss = self.generator_loss(ops.shape(x)[0])
+        d_loss = self.discriminator_loss(x, training=False)
+        g_loss = self.generator_loss(ops.shape(x)[0], training=False)
         return {"d_loss": d_loss, "g_loss": g_loss, "loss": d_loss + g_loss}
 
     def get_config(self):

@@ -68,7 +68,7 @@ class WGANGP(GANBase):
         self.gp_weight = gp_weight
         self.critic_steps = int(critic_steps)
 
-    def gradient_penalty(self, real, fake, epsilon=None):
+    def gradient_penalty(self, real, fake, epsilon=None, training=True):
         """`E[(|grad D(x_hat)| - 1)^2]`, unweighted, `x_hat` between data and samples.
 
         `epsilon` (shape `(batch,)`, in [0, 1]) picks `x_hat = epsilon *
@@ -82,27 +82,34 @@ class WGANGP(GANBase):
             (-1,) + (1,) * (len(real.shape) - 1),
         )
         x_hat = epsilon * real + (1.0 - epsilon) * fake
-        grad = self.gradient(lambda x: self.critic(x, training=True), x_hat)
-        grad = ops.reshape(grad, (-1, self.data_size))
+        grad = self.gradient(lambda x: self.critic(x, training=training), x_hat)
+        grad = ops.reshape(grad, (-1, self._data_size))
         # The epsilon keeps the gradient of the norm finite at grad = 0.
         norm = ops.sqrt(ops.sum(ops.square(grad), axis=1) + 1e-12)
         return ops.mean(ops.square(norm - 1.0))
 
-    def critic_loss(self, real):
-        """The critic's loss, penalty included, on data and fresh samples."""
+    def critic_loss(self, real, training=True):
+        """The critic's loss, penalty included, on data and fresh samples.
+
+        `training=False` (in `evaluate`) runs the networks in inference mode.
+        """
         batch_size = ops.shape(real)[0]
-        fake = ops.stop_gradient(self.generate(self.latent(batch_size), training=True))
-        loss = ops.mean(self.critic(fake, training=True)) - ops.mean(
-            self.critic(real, training=True)
+        fake = ops.stop_gradient(
+            self.generate(self.latent(batch_size), training=training)
+        )
+        loss = ops.mean(self.critic(fake, training=training)) - ops.mean(
+            self.critic(real, training=training)
         )
         if self.gp_weight:
-            loss = loss + self.gp_weight * self.gradient_penalty(real, fake)
+            loss = loss + self.gp_weight * self.gradient_penalty(
+                real, fake, training=training
+            )
         return loss
 
-    def generator_loss(self, batch_size):
+    def generator_loss(self, batch_size, training=True):
         """The generator's loss on `batch_size` fresh samples."""
-        fake = self.generate(self.latent(batch_size), training=True)
-        return -ops.mean(self.critic(fake, training=True))
+        fake = self.generate(self.latent(batch_size), training=training)
+        return -ops.mean(self.critic(fake, training=training))
 
     def train_step_logic(self, x, y=None, sample_weight=None):
         self._no_sample_weight(sample_weight)
@@ -114,8 +121,8 @@ class WGANGP(GANBase):
 
     def test_step_logic(self, x, y=None, sample_weight=None):
         self._no_sample_weight(sample_weight)
-        d_loss = self.critic_loss(x)
-        g_loss = self.generator_loss(ops.shape(x)[0])
+        d_loss = self.critic_loss(x, training=False)
+        g_loss = self.generator_loss(ops.shape(x)[0], training=False)
         return {"d_loss": d_loss, "g_loss": g_loss, "loss": d_loss + g_loss}
 
     def get_config(self):
