@@ -9,6 +9,8 @@ Example:
 ```python
 import zoo
 images, labels = zoo.data.digits("train")
+zoo.list_presets()                        # pretrained models shipped inside
+model = zoo.from_preset("gan_ring")
 ```
 """
 
@@ -16,5 +18,13 @@ __version__ = "0.1.0"
 
 from zoo import data  # noqa: E402
 from zoo.core import GenerativeModel, MultiOptimizer  # noqa: E402
+from zoo.presets import from_preset, list_presets  # noqa: E402
 
-__all__ = ["GenerativeModel", "MultiOptimizer", "data", "__version__"]
+__all__ = [
+    "GenerativeModel",
+    "MultiOptimizer",
+    "data",
+    "from_preset",
+    "list_presets",
+    "__version__",
+]

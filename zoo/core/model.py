@@ -456,3 +456,22 @@ class GenerativeModel(keras.Model):
         config = super().get_config()
         config["seed"] = self.seed
         return config
+
+    # ----------------------------------------------------------------------
+    # Presets (zoo.presets does the work; imported here to avoid a cycle).
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, sha256=None):
+        """Loads a preset (built-in name, directory, or file:// / https://
+        archive URL) that must hold a `cls`; see `zoo.from_preset`."""
+        from zoo.presets import from_preset
+
+        expected = None if cls is GenerativeModel else cls
+        return from_preset(preset, load_weights, sha256=sha256, expected_class=expected)
+
+    def save_to_preset(self, directory, metadata=None, overwrite=False):
+        """Writes this model as a preset directory, atomically; see
+        `zoo.presets.save_to_preset`."""
+        from zoo.presets import save_to_preset
+
+        return save_to_preset(self, directory, metadata=metadata, overwrite=overwrite)

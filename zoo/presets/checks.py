@@ -1,0 +1,219 @@
+"""Golden values and quick quality evaluations of presets.
+
+Golden values are the outputs of a *deterministic* function of the model on
+fixed NumPy inputs, recorded in metadata.json when a preset is built:
+
+| probe | model | inputs | output |
+|---|---|---|---|
+| `generator` | GANs | latents `z` | the (EMA) generator's `G(z)` |
+| `decode` | VAEs | latents `z` | `decode(z)`, the decoder's mean |
+| `log_prob` | flows | points `x` | `log_prob(x)` |
+| `denoiser` | DDPM | `x_t`, `t` | the (EMA) denoiser's prediction |
+| `logits` | GPT | tokens | next-token logits |
+
+No backend random number generator is involved, so a preset reproduces its
+goldens under every backend (to 1e-4, relative to the outputs' scale).
+
+Quality evaluations (`EVALUATIONS`) recompute a preset's recorded figures in
+a few seconds; the preset's `quality.checks` give the bounds each figure
+must still meet (the build sets them with a margin).
+"""
+
+import numpy as np
+
+from zoo.presets.format import PresetError
+
+GOLDEN_RTOL = 1e-4
+
+
+def _ema_generator(model):
+    return model.ema_generator if model.ema_generator is not None else model.generator
+
+
+def _numpy(x):
+    from keras import ops
+
+    return np.asarray(ops.convert_to_numpy(x), dtype=np.float64)
+
+
+def _generator(model, inputs):
+    return _numpy(_ema_generator(model)(np.asarray(inputs["z"], np.float32), training=False))
+
+
+def _decode(model, inputs):
+    return np.asarray(model.decode(np.asarray(inputs["z"], np.float32)), np.float64)
+
+
+def _log_prob(model, inputs):
+    return np.asarray(model.log_prob(np.asarray(inputs["x"], np.float32)), np.float64)
+
+
+def _denoiser(model, inputs):
+    x = np.asarray(inputs["x_t"], np.float32)
+    t = np.asarray(inputs["t"], np.int32)
+    with model.ema_weights():
+        return _numpy(model.denoiser([x, t], training=False))
+
+
+def _logits(model, inputs):
+    return _numpy(model(np.asarray(inputs["tokens"], np.int32), training=False))
+
+
+PROBES = {
+    "generator": _generator,
+    "decode": _decode,
+    "log_prob": _log_prob,
+    "denoiser": _denoiser,
+    "logits": _logits,
+}
+
+
+def probe_inputs(probe, model, num=4, seed=0):
+    """Fixed inputs for `probe`, from NumPy's generator with `seed`."""
+    rng = np.random.default_rng(seed)
+    if probe in ("generator", "decode"):
+        return {"z": rng.standard_normal((num, model.latent_dim)).round(4)}
+    if probe == "log_prob":
+        return {"x": rng.uniform(-1.5, 1.5, (num, *model.data_shape)).round(4)}
+    if probe == "denoiser":
+        t = np.linspace(0, model.timesteps - 1, num).astype(np.int64)
+        return {"x_t": rng.standard_normal((num, *model.data_shape)).round(4), "t": t}
+    if probe == "logits":
+        return {"tokens": rng.integers(0, model.vocab_size, (2, 8))}
+    raise ValueError(f"`probe` must be one of {sorted(PROBES)}; received {probe!r}.")
+
+
+def record_goldens(model, probe):
+    """`{"probe", "inputs", "outputs"}` for metadata.json."""
+    inputs = probe_inputs(probe, model)
+    outputs = PROBES[probe](model, inputs)
+    return {
+        "probe": probe,
+        "inputs": {k: np.asarray(v).tolist() for k, v in inputs.items()},
+        "outputs": np.asarray(outputs, np.float64).round(7).tolist(),
+    }
+
+
+def check_goldens(model, metadata, rtol=GOLDEN_RTOL):
+    """Reruns the golden probe; returns the largest error relative to the
+    outputs' scale (max |expected|), and raises `PresetError` above `rtol`."""
+    goldens = metadata.get("goldens")
+    if not goldens:
+        raise PresetError("The preset's metadata records no golden values.")
+    probe = PROBES.get(goldens.get("probe"))
+    if probe is None:
+        raise PresetError(f"Unknown golden probe {goldens.get('probe')!r}.")
+    expected = np.asarray(goldens["outputs"], np.float64)
+    actual = probe(model, goldens["inputs"])
+    if actual.shape != expected.shape:
+        raise PresetError(
+            f"Golden outputs have shape {actual.shape}, metadata records {expected.shape}."
+        )
+    scale = max(float(np.max(np.abs(expected))), 1e-12)
+    error = float(np.max(np.abs(actual - expected))) / scale
+    if not error <= rtol:
+        raise PresetError(
+            f"The model's {goldens['probe']} outputs differ from the preset's "
+            f"golden values by {error:.3g} (relative), more than {rtol:g}."
+        )
+    return error
+
+
+# ---------------------------------------------------------------------------
+# Quick quality evaluations: each returns a dict of figures.
+
+
+def ring_modes(model, num_samples=2500, seed=0, std=0.02):
+    """GAN on the ring: the EMA generator on NumPy latents; modes with >= 20
+    high-quality samples (PacGAN's rule) and the high-quality share."""
+    from zoo.data import Ring
+
+    ring = Ring(std=std)
+    z = np.random.default_rng(seed).standard_normal((num_samples, model.latent_dim))
+    x = _numpy(_ema_generator(model)(z.astype(np.float32), training=False))
+    cov = ring.mode_coverage(x, min_count=20)
+    return {
+        "modes_covered": int(cov["modes_covered"]),
+        "high_quality": round(float(cov["high_quality"]), 4),
+        "reverse_kl": round(float(cov["reverse_kl"]), 4),
+    }
+
+
+def ring_diffusion(model, num_samples=1000, steps=20, sampler="ddim", seed=0, std=0.1):
+    """DDPM on the ring: `steps`-step samples; modes covered (>= 20 each) and
+    the high-quality share. Backends draw different noise, so these figures
+    vary a little between backends."""
+    from zoo.data import Ring
+
+    ring = Ring(std=std)
+    x = model.sample(num_samples, steps=steps, sampler=sampler, seed=seed, verbose=False)
+    cov = ring.mode_coverage(x, min_count=20)
+    return {
+        "modes_covered": int(cov["modes_covered"]),
+        "high_quality": round(float(cov["high_quality"]), 4),
+    }
+
+
+def digits_elbo(model, num_samples=1, seed=0):
+    """VAE on the digits test split: -ELBO in nats per image (NumPy noise)."""
+    from zoo.data import digits
+
+    test, _ = digits("test")
+    return {"test_neg_elbo": round(float(-np.mean(model.elbo(test, num_samples, seed))), 3)}
+
+
+def toy_nll(model, density="moons", num_points=5000, seed=1):
+    """Flow on a toy density: held-out NLL, the true entropy, and the gap."""
+    from zoo.data import toy_density
+
+    d = toy_density(density)
+    nll = -float(np.mean(model.log_prob(d.sample(num_points, seed=seed)).astype(np.float64)))
+    entropy = float(d.entropy())
+    return {
+        "test_nll": round(nll, 4),
+        "entropy": round(entropy, 4),
+        "gap": round(nll - entropy, 4),
+    }
+
+
+def markov_cross_entropy(model, order=1, num_sequences=128, length=65, seed=7):
+    """GPT on `MarkovText(order)`: held-out cross-entropy in nats per token
+    (each sequence given its first token), the entropy rate, and the gap."""
+    from zoo.data import MarkovText
+
+    source = MarkovText(vocab_size=model.vocab_size, order=order, seed=0)
+    tokens = source.sequences(num_sequences, length, seed=seed)
+    ce = -float(np.mean(model.log_prob(tokens))) / (length - 1)
+    rate = float(source.entropy_rate())
+    return {
+        "test_cross_entropy": round(ce, 4),
+        "entropy_rate": round(rate, 4),
+        "gap": round(ce - rate, 4),
+    }
+
+
+EVALUATIONS = {
+    "ring_modes": ring_modes,
+    "ring_diffusion": ring_diffusion,
+    "digits_elbo": digits_elbo,
+    "toy_nll": toy_nll,
+    "markov_cross_entropy": markov_cross_entropy,
+}
+
+
+def evaluate(model, metadata):
+    """Reruns the preset's quick evaluation: `(figures, failures)`, where
+    `failures` lists the checks of `quality.checks` that do not hold."""
+    quality = metadata.get("quality") or {}
+    name = quality.get("evaluation")
+    if name not in EVALUATIONS:
+        raise PresetError(f"The preset records no known quality evaluation ({name!r}).")
+    figures = EVALUATIONS[name](model, **quality.get("kwargs", {}))
+    failures = []
+    for check in quality.get("checks", []):
+        value = figures[check["figure"]]
+        if "min" in check and not value >= check["min"]:
+            failures.append(f"{check['figure']} = {value} < {check['min']}")
+        if "max" in check and not value <= check["max"]:
+            failures.append(f"{check['figure']} = {value} > {check['max']}")
+    return figures, failures

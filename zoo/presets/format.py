@@ -1,0 +1,301 @@
+"""The preset format: a directory with a config, weights and metadata.
+
+```
+my_preset/
+  config.json         keras.saving.serialize_keras_object(model): registered
+                      class name and every constructor argument
+  model.weights.h5    model.save_weights (HDF5 arrays; nothing pickled)
+  metadata.json       family, data set, training backend, Keras version,
+                      parameter count, quality figures, golden values, and
+                      the sha256 of config.json and model.weights.h5
+```
+
+A GPT's tokenizer is part of its config (the vocabulary is in config.json),
+so it needs no separate asset file.
+
+Loading checks every file's sha256 against metadata.json, resolves the class
+from the registry *before* building anything (a wrong or unknown class is an
+error, not a half-built model), deserializes the config with
+`safe_mode=True`, and loads the weights into the fresh model, which is only
+returned once every variable has been set.
+"""
+
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+
+import h5py
+import keras
+import numpy as np
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+METADATA_FILE = "metadata.json"
+HASHED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
+FORMAT_VERSION = 1
+
+
+class PresetError(ValueError):
+    """A preset cannot be found, verified or loaded; the message says why."""
+
+
+def sha256_of(path, chunk_size=1 << 20):
+    """Hex sha256 of the file at `path`."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _import_class_module(config):
+    """Imports the zoo module that registers the preset's class.
+
+    Only modules inside the `zoo` package are imported; anything else must
+    have been imported (and so registered) by the caller.
+    """
+    module = config.get("module")
+    if isinstance(module, str) and (module == "zoo" or module.startswith("zoo.")):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass  # Reported below as an unregistered class.
+
+
+def family_of(model_or_class):
+    """`"gan"`, `"vae"`, ... from the class's module; `"custom"` outside zoo."""
+    cls = model_or_class if isinstance(model_or_class, type) else type(model_or_class)
+    parts = cls.__module__.split(".")
+    if parts[0] == "zoo" and len(parts) > 1 and parts[1] in (
+        "gan", "vae", "flow", "diffusion", "transformer"
+    ):
+        return parts[1]
+    return "custom"
+
+
+def _json_ready(value):
+    """NumPy scalars and arrays to plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def save_to_preset(model, directory, metadata=None, overwrite=False):
+    """Writes `model` as a preset directory; returns the directory's path.
+
+    The files are written into a temporary directory next to `directory`
+    and renamed into place at the end, so an interrupted save never leaves
+    a half-written preset behind.
+
+    Args:
+        model: a `zoo.core.GenerativeModel` registered with
+            `keras.saving.register_keras_serializable`.
+        directory: the preset directory to create.
+        metadata: extra JSON-serializable entries for metadata.json (for
+            example `dataset`, `quality`, `goldens`, `description`).
+        overwrite: replace an existing `directory`; otherwise an existing,
+            non-empty `directory` is an error.
+    """
+    from zoo.core import GenerativeModel, backend_name
+
+    if not isinstance(model, GenerativeModel):
+        raise ValueError(
+            "`model` must be a zoo.core.GenerativeModel; received "
+            f"{type(model).__name__}."
+        )
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ValueError(f"`metadata` must be a dict or None; received {metadata!r:.80}.")
+    if not isinstance(directory, (str, os.PathLike)):
+        raise ValueError(f"`directory` must be a path; received {directory!r}.")
+    directory = os.path.abspath(os.fspath(directory))
+    if os.path.exists(directory) and not (
+        os.path.isdir(directory) and (overwrite or not os.listdir(directory))
+    ):
+        raise ValueError(
+            f"`directory` {directory!r} already exists"
+            + (" and is not a directory" if not os.path.isdir(directory) else "")
+            + "; pass overwrite=True to replace it, or choose another path."
+        )
+    registered = keras.saving.get_registered_name(type(model))
+    if keras.saving.get_registered_object(registered) is not type(model):
+        raise ValueError(
+            f"{type(model).__name__} is not registered with Keras; decorate it "
+            "with @keras.saving.register_keras_serializable(package=...) so "
+            "that its preset can be loaded."
+        )
+
+    # Zoo models build their networks in __init__; Keras only calls a model
+    # built once it has been compiled or called.
+    model._assert_networks_built()
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
+    try:
+        config = _json_ready(keras.saving.serialize_keras_object(model))
+        with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+        # The weights are written from a copy rebuilt from the config, as
+        # loading will rebuild it: that proves the config round-trips, and
+        # leaves out the optimizer's state (a preset is for inference and
+        # fine-tuning; `model.save` keeps the optimizer for resuming).
+        copy = keras.saving.deserialize_keras_object(config, safe_mode=True)
+        copy._assert_networks_built()
+        copy.set_weights(model.get_weights())
+        copy.save_weights(os.path.join(tmp, WEIGHTS_FILE))
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "class_name": registered,
+            "family": family_of(model),
+            "training_backend": backend_name(),
+            "keras_version": keras.__version__,
+            "parameter_count": int(model.count_params()),
+        }
+        meta.update(_json_ready(metadata or {}))
+        meta["sha256"] = {
+            name: sha256_of(os.path.join(tmp, name)) for name in HASHED_FILES
+        }
+        with open(os.path.join(tmp, METADATA_FILE), "w") as f:
+            json.dump(meta, f, indent=2, sort_keys=True)
+        _move_into_place(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _move_into_place(tmp, directory):
+    """Renames `tmp` to `directory`, replacing what was there."""
+    old = None
+    if os.path.exists(directory):
+        old = f"{directory}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(directory, old)
+    try:
+        os.rename(tmp, directory)
+    except BaseException:
+        if old is not None:
+            os.rename(old, directory)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_metadata(directory):
+    """metadata.json of the preset at `directory`, as a dict."""
+    path = os.path.join(directory, METADATA_FILE)
+    if not os.path.isfile(path):
+        raise PresetError(
+            f"The preset at {directory!r} has no {METADATA_FILE}; a preset "
+            f"directory holds {CONFIG_FILE}, {WEIGHTS_FILE} and {METADATA_FILE}."
+        )
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as error:
+        raise PresetError(f"Could not read {path!r}: {error}") from error
+    if not isinstance(meta, dict):
+        raise PresetError(f"{path!r} must hold a JSON object.")
+    return meta
+
+
+def verify_files(directory, metadata, need_weights=True):
+    """Checks that each file exists and matches the sha256 in metadata."""
+    hashes = metadata.get("sha256")
+    if not isinstance(hashes, dict):
+        raise PresetError(
+            f"{os.path.join(directory, METADATA_FILE)!r} lists no sha256 of "
+            "the preset's files, so they cannot be verified."
+        )
+    for name in HASHED_FILES:
+        if name == WEIGHTS_FILE and not need_weights:
+            continue
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            raise PresetError(f"The preset at {directory!r} is missing {name}.")
+        expected = hashes.get(name)
+        if expected is None:
+            raise PresetError(f"metadata.json of {directory!r} lists no sha256 for {name}.")
+        actual = sha256_of(path)
+        if actual != expected:
+            raise PresetError(
+                f"{path!r} is corrupted or was changed: its sha256 is "
+                f"{actual}, metadata.json expects {expected}."
+            )
+
+
+def resolve_class(directory, config, expected_class=None):
+    """The registered class named by `config`, checked against `expected_class`."""
+    from zoo.core import GenerativeModel
+
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise PresetError(f"{os.path.join(directory, CONFIG_FILE)!r} names no class.")
+    _import_class_module(config)
+    name = config.get("registered_name") or config["class_name"]
+    cls = keras.saving.get_registered_object(name)
+    if cls is None:
+        raise PresetError(
+            f"The preset at {directory!r} needs the class {name!r}, which is not "
+            "registered: it is not a keras-genzoo model (or the module that "
+            "defines it has not been imported)."
+        )
+    if not (isinstance(cls, type) and issubclass(cls, GenerativeModel)):
+        raise PresetError(
+            f"The preset at {directory!r} holds a {name!r}, not a keras-genzoo "
+            "GenerativeModel."
+        )
+    if expected_class is not None and not issubclass(cls, expected_class):
+        raise PresetError(
+            f"The preset at {directory!r} holds a {cls.__name__}, not a "
+            f"{expected_class.__name__}: load it with zoo.from_preset(...) or "
+            f"{cls.__name__}.from_preset(...)."
+        )
+    return cls
+
+
+def load_from_directory(directory, load_weights=True, expected_class=None):
+    """Builds the model of the preset at `directory`; see the module doc."""
+    metadata = read_metadata(directory)
+    verify_files(directory, metadata, need_weights=load_weights)
+    with open(os.path.join(directory, CONFIG_FILE)) as f:
+        try:
+            config = json.load(f)
+        except ValueError as error:
+            raise PresetError(f"{CONFIG_FILE} of {directory!r} is not JSON: {error}") from error
+    cls = resolve_class(directory, config, expected_class)
+    try:
+        model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    except Exception as error:
+        raise PresetError(
+            f"Could not build the {cls.__name__} of the preset at {directory!r} "
+            f"from its {CONFIG_FILE}: {error}"
+        ) from error
+    if type(model) is not cls:
+        raise PresetError(
+            f"{CONFIG_FILE} of {directory!r} built a {type(model).__name__}, "
+            f"expected {cls.__name__}."
+        )
+    try:
+        model._assert_networks_built()
+    except ValueError as error:
+        raise PresetError(f"The preset at {directory!r}: {error}") from error
+    if load_weights:
+        path = os.path.join(directory, WEIGHTS_FILE)
+        try:
+            with h5py.File(path, "r"):
+                pass
+            model.load_weights(path)
+        except Exception as error:
+            raise PresetError(
+                f"Could not load the weights {path!r} into {cls.__name__}: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+    return model
