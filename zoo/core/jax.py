@@ -15,6 +15,8 @@ update is then a functional transformation of that scope:
   `minimize` for gradient penalties.
 """
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 from keras import StatelessScope
@@ -91,7 +93,7 @@ def _assign(variables, values):
         variable.assign(value)
 
 
-def minimize(model, loss_fn, variables, optimizer):
+def minimize(model, loss_fn, variables, optimizer, record=None):
     variables = list(variables)
     touched = []
 
@@ -111,6 +113,8 @@ def minimize(model, loss_fn, variables, optimizer):
         values
     )
     _assign(touched, updates)
+    if record is not None:
+        record(grads)
     new_values, new_optimizer_values = optimizer.stateless_apply(
         [v.value for v in optimizer.variables], grads, [v.value for v in variables]
     )
@@ -146,3 +150,47 @@ def compile_function(model, fn, seed_state, jit_compile=None):
         return compiled([v.value for v in model.variables], state, *args)
 
     return call
+
+
+# Hooks for callbacks. During `fit` Keras keeps the live state in
+# `model._jax_state` and leaves the variables stale (purged) until
+# `jax_state_sync()`; callbacks read and write the weights through these,
+# so an EMA costs one compiled dispatch per batch and no synchronization.
+
+
+def _live_state(model):
+    state = getattr(model, "_jax_state", None)
+    if state and not getattr(model, "_jax_state_synced", True):
+        return state
+    return None
+
+
+def trainable_values(model, copy=False):
+    state = _live_state(model)
+    if state is not None and state.get("trainable_variables") is not None:
+        values = list(state["trainable_variables"])
+    else:
+        values = [v.value for v in model.trainable_variables]
+    # Keras donates the state to the next step: keep copies, not references.
+    return [jnp.copy(v) for v in values] if copy else values
+
+
+def set_trainable_values(model, values):
+    # After a sync the trainer reads the variables again before its next step.
+    if hasattr(model, "jax_state_sync"):
+        model.jax_state_sync()
+    # Copies: the next compiled step donates (frees) what the variables hold.
+    for variable, value in zip(model.trainable_variables, values):
+        variable.assign(jnp.copy(value))
+
+
+@partial(jax.jit, donate_argnums=0)
+def _moving_average(averages, values, decay):
+    return [
+        (a * decay + v.astype(a.dtype) * (1 - decay)).astype(a.dtype)
+        for a, v in zip(averages, values)
+    ]
+
+
+def moving_average(averages, values, decay):
+    return _moving_average(list(averages), list(values), jnp.float32(decay))

@@ -124,7 +124,13 @@ class GenerativeModel(keras.Model):
                 f"players are {list(self._player_variables())}."
             )
         optimizer = self.player_optimizer(player)
-        loss = backend_module().minimize(self, loss_fn, variables, optimizer)
+        record = None
+        if getattr(self, "_gradient_norms_on", False):
+            def record(grads):
+                self._record_gradient_norms(player, variables, grads, optimizer)
+        loss = backend_module().minimize(
+            self, loss_fn, variables, optimizer, record=record
+        )
         return ops.stop_gradient(loss)
 
     def gradient(self, fn, x):
@@ -184,6 +190,143 @@ class GenerativeModel(keras.Model):
         state.assign(seed_state)
         return value
 
+    # ----------------------------------------------------------------------
+    # Hooks for callbacks (the `callbacks` package): live weights, gradient
+    # norms, extra saved state. Callbacks use these, never the backend.
+
+    def record_gradient_norms(self, enabled=True):
+        """Makes every `minimize` report gradient norms in the step's logs.
+
+        When on, the logs of each training step carry, for each player,
+        `grad_norm/<player>` (the global norm of the gradient of its update)
+        and `grad_norm/<player>/<layer>` (one per layer owning trainable
+        variables; nested layers are named by their path inside the
+        player). Norms are of the unscaled gradient (loss scaling divided
+        out), averaged over the player's updates in the step, and computed
+        inside the compiled step. Turning this on or off rebuilds the step
+        function once; off (the default) nothing is computed. Returns the
+        previous setting.
+        """
+        enabled = bool(enabled)
+        previous = getattr(self, "_gradient_norms_on", False)
+        if enabled != previous:
+            object.__setattr__(self, "_gradient_norms_on", enabled)
+            # A traced step has the setting baked in: keep one step function
+            # per setting (compiling costs seconds), rebuilt after compile().
+            functions = self.__dict__.setdefault("_train_function_by_norms", {})
+
+            # A new callable for compilers that cache traces by function
+            # (`jax.jit` of the same bound method would reuse the old trace).
+            def train_step(*args):
+                return type(self).train_step(self, *args)
+
+            object.__setattr__(self, "train_step", train_step)
+            if getattr(self, "train_function", None) is not None:
+                functions[previous] = self.train_function
+                self.train_function = functions.get(enabled)
+                if self.train_function is None:
+                    self.make_train_function(force=True)
+        return previous
+
+    def _gradient_layer_names(self, player, variables):
+        cache = getattr(self, "_gradient_layer_names_cache", None)
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_gradient_layer_names_cache", cache)
+        if player in cache and len(cache[player]) == len(variables):
+            return cache[player]
+        owner = {}
+
+        def walk(layer, prefix):
+            for child in layer._flatten_layers(include_self=False, recursive=False):
+                walk(child, f"{prefix}{child.name}/")
+            for v in layer.trainable_variables:
+                owner.setdefault(id(v), prefix.rstrip("/") or layer.name)
+
+        parts = self.players()[player]
+        parts = list(parts) if isinstance(parts, (list, tuple)) else [parts]
+        for part in parts:
+            walk(part, "" if len(parts) == 1 else f"{part.name}/")
+        names = [owner.get(id(v), v.path.rsplit("/", 1)[0]) for v in variables]
+        cache[player] = names
+        return names
+
+    def _record_gradient_norms(self, player, variables, grads, optimizer):
+        names = self._gradient_layer_names(player, variables)
+        zero = ops.zeros((), "float32")
+        squares = {name: zero for name in names}
+        for name, grad in zip(names, grads):
+            if grad is not None:  # None: a variable the loss does not reach
+                squares[name] = squares[name] + ops.sum(
+                    ops.square(ops.cast(grad, "float32"))
+                )
+        scale = getattr(optimizer, "dynamic_scale", None)
+        scale = 1.0 if scale is None else ops.cast(scale, "float32")
+        norms = {f"grad_norm/{player}": ops.sqrt(sum(squares.values(), zero)) / scale}
+        for name, square in squares.items():
+            norms[f"grad_norm/{player}/{name}"] = ops.sqrt(square) / scale
+        if getattr(self, "_step_gradient_norms", None) is None:
+            object.__setattr__(self, "_step_gradient_norms", {})
+        self._step_gradient_norms.setdefault(player, []).append(norms)
+
+    def _gradient_norm_logs(self):
+        logs = {}
+        for updates in self._step_gradient_norms.values():
+            for key in updates[0]:
+                logs[key] = sum(u[key] for u in updates) / len(updates)
+        return logs
+
+    def trainable_values(self, copy=False):
+        """Current values of `trainable_variables`, also in the middle of `fit`.
+
+        On JAX, `fit` keeps the live weights outside the variables between
+        synchronizations; this returns them without synchronizing, so it is
+        cheap after every batch. `copy=True` returns copies that later
+        updates leave alone (on PyTorch the values are the parameters).
+        """
+        return backend_module().trainable_values(self, copy=copy)
+
+    def set_trainable_values(self, values):
+        """Assigns `values` to `trainable_variables`, also in the middle of
+        `fit`: the next training step starts from them."""
+        backend_module().set_trainable_values(self, values)
+
+    def moving_average(self, averages, decay):
+        """`decay * averages + (1 - decay) * trainable_values()`, compiled.
+
+        `averages`: the list a previous call returned, or None to start from
+        copies of the current values. Returns the new list; do not use the
+        old one again (its buffers may be reused).
+        """
+        if averages is None:
+            return self.trainable_values(copy=True)
+        return backend_module().moving_average(
+            averages, self.trainable_values(), float(decay)
+        )
+
+    def set_saved_state(self, name, fn):
+        """Saves `fn()` (a dict of NumPy arrays) with the model's weights.
+
+        For callbacks whose state must survive `BackupAndRestore` or a
+        checkpoint (the EMA's average); `fn=None` unregisters. After
+        `load_weights`/`load_model`, `loaded_state(name)` returns it.
+        """
+        if not str(name).isidentifier():
+            raise ValueError(f"`name` must be an identifier; received {name!r}.")
+        providers = getattr(self, "_saved_state_providers", None)
+        if providers is None:
+            providers = {}
+            object.__setattr__(self, "_saved_state_providers", providers)
+        if fn is None:
+            providers.pop(name, None)
+        else:
+            providers[name] = fn
+
+    def loaded_state(self, name, pop=True):
+        """The state `name` the last weights load found (a dict), or None."""
+        loaded = getattr(self, "_loaded_extra_state", {})
+        return loaded.pop(name, None) if pop else loaded.get(name)
+
     def player_optimizer(self, player):
         """The optimizer that updates `player`."""
         self._assert_compiled()
@@ -236,6 +379,7 @@ class GenerativeModel(keras.Model):
             jit_compile=jit_compile,
             auto_scale_loss=scale,
         )
+        self.__dict__.pop("_train_function_by_norms", None)
         # Our own "loss" tracker replaces the one Keras made for its losses.
         self._loss_tracker = None
         for name in self.log_names():
@@ -311,6 +455,7 @@ class GenerativeModel(keras.Model):
         """The backend-agnostic body of a train or test step."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self.validate_data(x)
+        object.__setattr__(self, "_step_gradient_norms", {})
         if training:
             logs = self.train_step_logic(x, y, sample_weight)
         else:
@@ -324,6 +469,8 @@ class GenerativeModel(keras.Model):
             results[name] = tracker.result()
         if training and isinstance(self.optimizer, MultiOptimizer):
             self.optimizer.iterations.assign_add(1)
+        if training and self._step_gradient_norms:
+            results.update(self._gradient_norm_logs())
         return results
 
     def validate_data(self, x):
@@ -435,10 +582,23 @@ class GenerativeModel(keras.Model):
         super().save_own_variables(store)
         for i, state in enumerate(self._seed_states()):
             store[f"seed_{i}"] = state.numpy()
+        for name, fn in getattr(self, "_saved_state_providers", {}).items():
+            for key, value in fn().items():
+                store[f"extra.{name}.{key}"] = np.asarray(value)
 
     def load_own_variables(self, store):
         seed_keys = [k for k in store.keys() if k.startswith("seed_")]
-        own = {k: np.asarray(store[k]) for k in store.keys() if k not in seed_keys}
+        extra_keys = [k for k in store.keys() if k.startswith("extra.")]
+        loaded = {}
+        for key in extra_keys:
+            _, name, item = key.split(".", 2)
+            loaded.setdefault(name, {})[item] = np.asarray(store[key])
+        object.__setattr__(self, "_loaded_extra_state", loaded)
+        own = {
+            k: np.asarray(store[k])
+            for k in store.keys()
+            if k not in seed_keys and k not in extra_keys
+        }
         super().load_own_variables(own)
         states = self._seed_states()
         if len(seed_keys) != len(states):

@@ -15,11 +15,16 @@ def test_step(model, data):
     return model.run_step(data, training=False)
 
 
-def minimize(model, loss_fn, variables, optimizer):
+def minimize(model, loss_fn, variables, optimizer, record=None):
     with tf.GradientTape() as tape:
         loss = loss_fn()
         scaled = optimizer.scale_loss(loss)
     grads = tape.gradient(scaled, variables)
+    if record is not None:
+        record(
+            [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+             for g in grads]
+        )
     optimizer.apply(grads, variables)
     return loss
 
@@ -40,3 +45,31 @@ def compile_function(model, fn, seed_state, jit_compile=None):
         return compiled(*args)
 
     return call
+
+
+# Hooks for callbacks: the variables hold the live weights at all times.
+
+
+def trainable_values(model, copy=False):
+    if copy:
+        return [tf.identity(v.value) for v in model.trainable_variables]
+    return [v.value for v in model.trainable_variables]
+
+
+def set_trainable_values(model, values):
+    for variable, value in zip(model.trainable_variables, values):
+        variable.assign(value)
+
+
+@tf.function(reduce_retracing=True)
+def _moving_average(averages, values, decay):
+    return [
+        a * tf.cast(decay, a.dtype) + tf.cast(v, a.dtype) * tf.cast(1 - decay, a.dtype)
+        for a, v in zip(averages, values)
+    ]
+
+
+def moving_average(averages, values, decay):
+    return _moving_average(
+        list(averages), [tf.convert_to_tensor(v) for v in values], tf.constant(decay, tf.float32)
+    )

@@ -16,7 +16,7 @@ def test_step(model, data):
     return model.run_step(data, training=False)
 
 
-def minimize(model, loss_fn, variables, optimizer):
+def minimize(model, loss_fn, variables, optimizer, record=None):
     params = [v.value for v in variables]
     for p in params:
         p.grad = None
@@ -26,6 +26,9 @@ def minimize(model, loss_fn, variables, optimizer):
     grads = [p.grad for p in params]
     for p in params:
         p.grad = None
+    if record is not None:
+        with torch.no_grad():
+            record(grads)
     with torch.no_grad():
         optimizer.apply(grads, variables)
     return loss.detach()
@@ -50,3 +53,23 @@ def compile_function(model, fn, seed_state, jit_compile=None):
             return compiled(*args)
 
     return call
+
+
+# Hooks for callbacks: the parameters hold the live weights at all times.
+
+
+def trainable_values(model, copy=False):
+    values = [v.value for v in model.trainable_variables]
+    return [v.detach().clone() for v in values] if copy else values
+
+
+def set_trainable_values(model, values):
+    for variable, value in zip(model.trainable_variables, values):
+        variable.assign(value)
+
+
+def moving_average(averages, values, decay):
+    # In place, one fused kernel per dtype/device group.
+    with torch.no_grad():
+        torch._foreach_lerp_(averages, [v.detach() for v in values], 1.0 - decay)
+    return averages
