@@ -67,6 +67,15 @@ PROBES = {
     "logits": _logits,
 }
 
+# The probe each family's goldens use.
+DEFAULT_PROBES = {
+    "gan": "generator",
+    "vae": "decode",
+    "flow": "log_prob",
+    "diffusion": "denoiser",
+    "transformer": "logits",
+}
+
 
 def probe_inputs(probe, model, num=4, seed=0):
     """Fixed inputs for `probe`, from NumPy's generator with `seed`."""
