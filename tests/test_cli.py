@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import zoo
@@ -57,7 +58,11 @@ def test_sample_images_points_and_text(tmp_path, capsys):
     points = tmp_path / "points.png"
     assert main(["sample", "gan_ring", "--num", "64", "--out", str(points)]) == 0
     assert points.exists()
-    capsys.readouterr()
+    raw = tmp_path / "points.npy"
+    assert main(["sample", "gan_ring", "--num", "5", "--out", str(raw)]) == 0
+    assert np.load(raw).shape == (5, 2)
+    assert main(["sample", "gan_ring", "--out", str(tmp_path / "x.txt")]) == 2
+    assert "--out must name a .png" in capsys.readouterr().err
     assert main(["sample", "gpt_markov", "--num", "2", "--max-new-tokens", "12"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and all(len(line) == len("[0] ") + 13 for line in lines)

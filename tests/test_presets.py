@@ -300,3 +300,18 @@ def test_builtin_preset(name):
 def test_builtins_span_the_three_backends():
     backends = {preset_metadata(n)["training_backend"] for n in zoo.list_presets()}
     assert backends == {"tensorflow", "jax", "torch"}
+
+
+@pytest.mark.slow
+def test_build_is_reproducible(tmp_path):
+    """Rebuilding a built-in preset on its own backend gives back its goldens."""
+    from zoo.core import backend_name
+    from zoo.presets.build import RECIPES, build
+
+    names = [n for n, (_, b) in RECIPES.items() if b == backend_name()]
+    assert names, f"no built-in preset is trained on {backend_name()}"
+    name = min(names, key=lambda n: preset_metadata(n)["training"]["seconds"])
+    directory = build(name, out=str(tmp_path / name))
+    rebuilt, shipped = preset_metadata(directory), preset_metadata(name)
+    checks.check_goldens(zoo.from_preset(directory), shipped)
+    assert rebuilt["quality"]["figures"] == pytest.approx(shipped["quality"]["figures"], rel=1e-3)

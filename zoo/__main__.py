@@ -62,8 +62,8 @@ def _parser():
     p.add_argument("preset", help="built-in name, preset directory or archive URL")
     p.add_argument("--num", type=_positive_int, default=16, help="number of samples (16)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed (0)")
-    p.add_argument("--out", help="PNG for images and 2-D points (default samples.png); "
-                   "ignored for text")
+    p.add_argument("--out", help="a .png: an image grid or a 2-D scatter plot (default "
+                   "samples.png); a .npy: the raw samples; ignored for text")
     p.add_argument("--steps", type=_positive_int, default=50,
                    help="diffusion models: sampler steps (50)")
     p.add_argument("--prompt", help="language models: text to continue")
@@ -160,20 +160,22 @@ def _sample(args):
     kwargs = {}
     if "steps" in inspect.signature(model.sample).parameters:
         kwargs["steps"] = args.steps
-    samples = np.asarray(model.sample(args.num, seed=args.seed, **kwargs))
     out = args.out or "samples.png"
+    if not out.lower().endswith((".png", ".npy")):
+        raise ValueError(f"--out must name a .png file (or .npy for raw arrays); received {out!r}.")
+    samples = np.asarray(model.sample(args.num, seed=args.seed, **kwargs))
     shape = samples.shape[1:]
-    if len(shape) == 3 and shape[-1] in (1, 3):
+    if out.lower().endswith(".npy"):
+        np.save(out, samples)
+    elif len(shape) == 3 and shape[-1] in (1, 3):
         save_image_grid(samples, out)
     elif shape == (2,):
         save_scatter({"samples": samples}, out)
     else:
-        if not out.endswith(".npy"):
-            raise ValueError(
-                f"Samples of shape {shape} are neither images nor 2-D points; "
-                "pass --out FILE.npy to save them as a NumPy array."
-            )
-        np.save(out, samples)
+        raise ValueError(
+            f"Samples of shape {shape} are neither images nor 2-D points; "
+            "pass --out FILE.npy to save them as a NumPy array."
+        )
     print(f"Wrote {args.num} samples of shape {shape} to {out}")
     return 0
 
@@ -200,8 +202,6 @@ def _generate(model, args):
 
 
 def _train(args):
-    import keras
-
     from zoo.presets import checks
     from zoo.presets.format import family_of
 

@@ -163,7 +163,11 @@ def _fetch(url, sha256):
         try:
             _unpack(archive, tmp, url)
             root = _preset_root(tmp, url)
-            os.rename(root, unpacked)
+            try:
+                os.rename(root, unpacked)
+            except OSError:
+                if not os.path.isdir(unpacked):  # else another process won the race
+                    raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return unpacked
