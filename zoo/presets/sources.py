@@ -3,7 +3,8 @@
 `locate(source)` returns a local preset directory for:
 
 - a built-in name (`zoo.list_presets()`), shipped in `zoo/presets/builtin/`;
-- a local directory holding a preset;
+- a local directory holding a preset (a built-in name wins over a
+  directory of the same name in the working directory: write `./NAME`);
 - a `file://` or `https://` URL of a `.tar`, `.tar.gz`/`.tgz` or `.zip`
   archive of a preset directory. `http://` is accepted only for loopback
   hosts (`127.0.0.1`, `localhost`, `::1`), for tests and local mirrors.
