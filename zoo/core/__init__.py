@@ -28,7 +28,26 @@ def backend_module():
     return importlib.import_module(f"zoo.core.{name}")
 
 
+def compile_step(model, fn, jit_compile=None):
+    """The body `fn(i, state)` of a `keras.ops.fori_loop` inside a function
+    compiled by `model.compile_function(..., jit_compile=jit_compile)`.
+
+    On JAX and TensorFlow `fn` itself: the loop is compiled whole with the
+    function. On PyTorch, where the loop runs in Python, `jit_compile=True`
+    traces `fn` once and compiles it with TorchInductor (the model's weights
+    and `i` are inputs, so one compilation serves every iteration and
+    follows later training); otherwise `fn` runs eagerly. So `fn` must keep
+    every shape static, take everything it reads from the call in `state`
+    (not from tensors closed over), use `i` as a tensor (`ops.take`,
+    `ops.where`, `ops.slice_update`, not Python slicing), and neither draw
+    noise nor update variables (draw the noise before the loop).
+    """
+    return backend_module().compile_step(model, fn, jit_compile=jit_compile)
+
+
 from zoo.core.multi_optimizer import MultiOptimizer  # noqa: E402
 from zoo.core.model import GenerativeModel  # noqa: E402
 
-__all__ = ["GenerativeModel", "MultiOptimizer", "backend_module", "backend_name"]
+__all__ = [
+    "GenerativeModel", "MultiOptimizer", "backend_module", "backend_name", "compile_step",
+]

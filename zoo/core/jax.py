@@ -152,6 +152,11 @@ def compile_function(model, fn, seed_state, jit_compile=None):
     return call
 
 
+def compile_step(model, fn, jit_compile=None):
+    # The loop around the step is compiled whole by `compile_function`.
+    return fn
+
+
 # Hooks for callbacks. During `fit` Keras keeps the live state in
 # `model._jax_state` and leaves the variables stale (purged) until
 # `jax_state_sync()`; callbacks read and write the weights through these,

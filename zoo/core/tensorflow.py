@@ -38,13 +38,21 @@ def gradient(model, fn, x):
 
 
 def compile_function(model, fn, seed_state, jit_compile=None):
-    compiled = tf.function(fn, jit_compile=bool(jit_compile), reduce_retracing=True)
+    # "auto": XLA, which fuses a decoding step's many small ops (a loop of
+    # them runs 20-50x faster than in a plain graph).
+    jit_compile = jit_compile is True or jit_compile == "auto"
+    compiled = tf.function(fn, jit_compile=jit_compile, reduce_retracing=True)
 
     def call(state, *args):
         seed_state.assign(state)
         return compiled(*args)
 
     return call
+
+
+def compile_step(model, fn, jit_compile=None):
+    # The loop around the step is compiled whole by `compile_function`.
+    return fn
 
 
 # Hooks for callbacks: the variables hold the live weights at all times.
