@@ -13,14 +13,20 @@ noise.
 
 Generation: prompts of 16 tokens, 256 new tokens, sampled at temperature 1;
 tokens per second = batch * 256 / seconds, compilation excluded (one warm-up
-call per setting, then the best of `--repeats` with the cache, one timed call
-without), for batch 1 and 8, with the cache and without (the whole sequence
-recomputed at every step).
+call per setting, reported as `first_call_seconds`, then the best of
+`--repeats` with the cache, one timed call without), for batch 1 and 8, with
+the cache and without (the whole sequence recomputed at every step).
+`--jit-compile true` on PyTorch compiles each token's step with TorchInductor
+(`GPT.generate(..., jit_compile=True)`); "auto" runs it eagerly there. On a
+small CPU machine run PyTorch with `OMP_NUM_THREADS=1`: its thread pool spins
+on ops this small.
 
 Usage (one backend per run):
 
     KERAS_BACKEND=jax python benchmarks/gpt_markov.py
     KERAS_BACKEND=torch python benchmarks/gpt_markov.py --json torch.json
+    KERAS_BACKEND=torch OMP_NUM_THREADS=1 python benchmarks/gpt_markov.py \
+        --skip-training --jit-compile true        # speed only, compiled steps
     python benchmarks/gpt_markov.py --quick   # a smoke run: tiny and short
 """
 
@@ -56,10 +62,15 @@ def parse_args(argv=None):
                         help="comma-separated batch sizes for the speed test")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-training", action="store_true",
-                        help="only the speed test, on an untrained model")
+                        help="only the speed test, on an untrained model of the "
+                        "same size (speed does not depend on the weights)")
+    parser.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"],
+                        help="GPT.generate's jit_compile; 'true' on PyTorch compiles "
+                        "each token's step with TorchInductor")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
+    args.jit_compile = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
     if args.quick:
         args.train_tokens, args.test_sequences, args.repeats = 2e4, 32, 1
         args.new_tokens, args.generation_batches, args.length = 32, "1", 32
@@ -110,13 +121,15 @@ def measure_generation(model, source, args, results):
         prompt = np.resize(prompts, (batch, args.prompt_length)).astype(np.int32)
         for use_cache in (True, False):
             start = time.perf_counter()
-            model.generate(prompt, args.new_tokens, seed=0, use_cache=use_cache)
+            model.generate(prompt, args.new_tokens, seed=0, use_cache=use_cache,
+                           jit_compile=args.jit_compile)
             first = time.perf_counter() - start
             times = []
             # Without the cache a call takes seconds to minutes: timed once.
             for r in range(args.repeats if use_cache else 1):
                 start = time.perf_counter()
-                out = model.generate(prompt, args.new_tokens, seed=r + 1, use_cache=use_cache)
+                out = model.generate(prompt, args.new_tokens, seed=r + 1,
+                                     use_cache=use_cache, jit_compile=args.jit_compile)
                 times.append(time.perf_counter() - start)
             assert out.shape == (batch, args.prompt_length + args.new_tokens)
             key = f"batch{batch}_{'cache' if use_cache else 'nocache'}"
@@ -149,6 +162,8 @@ def main(argv=None):
         "keras": keras.__version__,
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "jit_compile": args.jit_compile,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "model": {k: model.get_config()[k] for k in (
             "num_layers", "num_heads", "hidden_dim", "max_length", "position_embedding")},
         "parameters": int(sum(np.prod(v.shape) for v in model.trainable_weights)),
@@ -166,7 +181,9 @@ def main(argv=None):
     measure_generation(model, source, args, results)
     # After the speed test, so that its first call includes the compilation.
     prompt = source.decode(source.sequences(1, 16, seed=4)[0])
-    results["sample"] = model.generate(prompt, min(64, model.max_length - 16), seed=0)
+    results["sample"] = model.generate(
+        prompt, min(64, model.max_length - 16), seed=0, jit_compile=args.jit_compile
+    )
     print(f"sample: {results['sample']!r}", flush=True)
     results["wall_seconds"] = round(time.perf_counter() - wall, 1)
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

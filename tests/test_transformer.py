@@ -221,6 +221,18 @@ def test_cached_and_uncached_generation_agree(which, request):
     np.testing.assert_allclose(cached_logits, plain_logits, atol=1e-4)
 
 
+def test_compiled_steps_agree(trained):
+    # On PyTorch the per-token step compiled by TorchInductor (one
+    # compilation, the test's whole cost); on JAX and TensorFlow the same XLA
+    # loop as "auto".
+    auto, auto_logits = trained.generate(PROMPT, 8, temperature=0, return_logits=True)
+    compiled, logits = trained.generate(
+        PROMPT, 8, temperature=0, return_logits=True, jit_compile=True
+    )
+    np.testing.assert_array_equal(compiled, auto)
+    np.testing.assert_allclose(logits, auto_logits, atol=1e-4)
+
+
 def test_temperature_zero_is_greedy(trained):
     generated, _ = trained.generate(PROMPT, 8, temperature=0, return_logits=True)
     np.testing.assert_array_equal(generated, greedy_reference(trained, PROMPT, 12))

@@ -164,9 +164,15 @@ class CausalSelfAttention(keras.layers.Layer):
             query_positions = ops.arange(0, length, dtype="int32") + cache_index
             key_positions = ops.arange(0, cache.shape[2], dtype="int32")
             mask = key_positions[None, :] <= query_positions[:, None]
-            out = ops.dot_product_attention(
-                q, cache[:, 0], cache[:, 1], mask=mask[None, None]
-            )
+            # Written out rather than `ops.dot_product_attention`: for a few
+            # queries it is as fast, and it compiles into a few fused
+            # kernels everywhere (torch.compile stops at the fused kernel's
+            # eligibility check).
+            scores = ops.einsum("bqhd,bkhd->bhqk", q, cache[:, 0])
+            scores = ops.cast(scores, "float32") * (1.0 / self.head_dim**0.5)
+            scores = ops.where(mask[None, None], scores, float("-inf"))
+            weights = ops.cast(ops.softmax(scores, axis=-1), q.dtype)
+            out = ops.einsum("bhqk,bkhd->bqhd", weights, cache[:, 1])
         out = ops.reshape(out, (-1, length, self.hidden_dim))
         out = ops.matmul(out, self.output_kernel) + self.output_bias
         if training and self.dropout > 0:

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from zoo.core import GenerativeModel
+from zoo.core import GenerativeModel, compile_step
 from zoo.layers.transformer_block import TransformerBlock
 
 _POSITION_EMBEDDINGS = ("learned", "rotary")
@@ -76,7 +76,8 @@ class GPT(GenerativeModel):
 
     `generate(prompt, max_new_tokens, ...)` decodes with a key/value cache
     preallocated to the needed length, in a loop compiled once per setting
-    (`jax.jit` on JAX, `tf.function` on TensorFlow, eager on PyTorch).
+    (`jax.jit` on JAX, an XLA `tf.function` on TensorFlow; on PyTorch eager,
+    or with `jit_compile=True` a step compiled by TorchInductor).
     `log_prob(tokens)` is each sequence's log-likelihood given its first
     token. With a `tokenizer` both also take and give text.
 
@@ -309,11 +310,14 @@ class GPT(GenerativeModel):
         decoding = caches is not None
         x = (self.token_embedding.call if decoding else self.token_embedding)(tokens)
         if self.position_embedding is not None:
-            positions = ops.slice(
-                ops.convert_to_tensor(self.position_embedding.embeddings),
-                [cache_index, 0],
-                [length, self.hidden_dim],
-            )
+            table = ops.convert_to_tensor(self.position_embedding.embeddings)
+            if decoding:
+                # A gather: `cache_index` may be a tensor in a traced step.
+                positions = ops.take(
+                    table, ops.arange(0, length, dtype="int32") + cache_index, axis=0
+                )
+            else:
+                positions = ops.slice(table, [0, 0], [length, self.hidden_dim])
             x = x + ops.cast(positions, x.dtype)[None]
         if training and self.dropout > 0:
             x = self.embedding_dropout(x, training=training)
@@ -546,7 +550,7 @@ class GPT(GenerativeModel):
             probabilities = ops.softmax(descending, axis=-1)
             mass_before = ops.cumsum(probabilities, axis=-1) - probabilities
             keep = mass_before < ops.cast(top_p, logits.dtype)
-            threshold = ops.min(
+            threshold = ops.amin(
                 ops.where(keep, descending, float("inf")), axis=-1, keepdims=True
             )
             logits = ops.where(logits >= threshold, logits, neg_inf)
@@ -560,51 +564,73 @@ class GPT(GenerativeModel):
         )
         # Inverse-CDF sampling from one uniform per row, on unnormalized
         # weights: filtered tokens weigh exactly 0 and can never be drawn.
-        weights = ops.exp(logits - ops.max(logits, axis=-1, keepdims=True))
+        weights = ops.exp(logits - ops.amax(logits, axis=-1, keepdims=True))
         cumulative = ops.cumsum(weights, axis=-1)
         threshold = uniform[:, None] * cumulative[:, -1:]
         token = ops.sum(ops.cast(cumulative <= threshold, "int32"), axis=-1)
         return ops.minimum(token, self.vocab_size - 1)
 
     def _decoder(self, batch, first, total, use_cache, greedy, top_k, use_top_p,
-                 return_logits):
+                 return_logits, jit_compile):
         """The compiled loop for one static setting: fills positions
         `first..total-1` of a `(batch, total)` token buffer."""
         # Every shape is in the key, so no compiled function ever sees two
         # shapes (TensorFlow would relax them to unknown ones).
-        key = (batch, first, total, use_cache, greedy, top_k, use_top_p, return_logits)
+        key = (batch, first, total, use_cache, greedy, top_k, use_top_p, return_logits,
+               jit_compile)
         if key in self._decoders:
             return self._decoders[key]
         steps = total - first
 
+        def step(i, state):
+            # One token, with every tensor it reads in `state` and every
+            # shape static, so that `compile_step` compiles it once (the
+            # loop index is a tensor there, not a constant).
+            buffer, caches, all_logits, prompt_lengths, temperature, top_p, uniforms = state
+            if use_cache:
+                token = ops.expand_dims(ops.take(buffer, i, axis=1), 1)
+                logits, _, caches = self._forward(token, caches=caches, cache_index=i)
+                logits = logits[:, 0]
+            else:
+                # The whole buffer each step: causal attention keeps the
+                # unfilled positions after i from touching position i.
+                logits, _, _ = self._forward(buffer)
+                logits = ops.take(logits, i, axis=1)
+            # `logits` predict position i + 1.
+            position = i + 1
+            uniform = None if greedy else ops.take(uniforms, position - first, axis=0)
+            sampled = self._next_token(
+                logits, uniform, greedy, top_k, use_top_p, temperature, top_p
+            )
+            # Writes by masks and reads by `take`: static shapes at any index.
+            at = ops.arange(0, total, dtype="int32")[None, :] == position
+            given = ops.take(buffer, position, axis=1)
+            token = ops.where(position < prompt_lengths, given, sampled)
+            buffer = ops.where(at, token[:, None], buffer)
+            if return_logits:
+                all_logits = ops.slice_update(
+                    all_logits, [0, position - first, 0], logits[:, None]
+                )
+            return buffer, caches, all_logits, prompt_lengths, temperature, top_p, uniforms
+
+        compiled_step = compile_step(self, step, jit_compile=jit_compile)
+
         def decode(buffer, prompt_lengths, temperature, top_p):
+            buffer = ops.convert_to_tensor(buffer, "int32")
+            prompt_lengths = ops.convert_to_tensor(prompt_lengths, "int32")
+            temperature = ops.convert_to_tensor(temperature, "float32")
+            top_p = ops.convert_to_tensor(top_p, "float32")
             # All the noise is drawn before the loop: on JAX a draw from the
             # seed generator inside `fori_loop` repeats in every iteration.
             uniforms = (
-                None if greedy
+                ops.zeros((1, 1), "float32") if greedy
                 else keras.random.uniform((steps, batch), seed=self.sampling_seed)
             )
             all_logits = ops.zeros(
                 (batch, steps, self.vocab_size) if return_logits else (1, 1, 1),
                 "float32",
             )
-
-            def choose(i, logits, buffer, all_logits):
-                # `logits` predict position i + 1.
-                step = i + 1 - first
-                uniform = None if greedy else ops.take(uniforms, step, axis=0)
-                sampled = self._next_token(
-                    logits, uniform, greedy, top_k, use_top_p, temperature, top_p
-                )
-                given = ops.slice(buffer, [0, i + 1], [batch, 1])[:, 0]
-                token = ops.where(i + 1 < prompt_lengths, given, sampled)
-                buffer = ops.slice_update(buffer, [0, i + 1], token[:, None])
-                if return_logits:
-                    all_logits = ops.slice_update(
-                        all_logits, [0, step, 0], logits[:, None]
-                    )
-                return buffer, all_logits
-
+            caches = ()
             if use_cache:
                 caches = [
                     block.attention.empty_cache(batch, total) for block in self.blocks
@@ -613,32 +639,11 @@ class GPT(GenerativeModel):
                     _, _, caches = self._forward(
                         buffer[:, : first - 1], caches=caches, cache_index=0
                     )
+            state = (buffer, caches, all_logits, prompt_lengths, temperature, top_p, uniforms)
+            state = ops.fori_loop(first - 1, total - 1, compiled_step, state)
+            return state[0], state[2]
 
-                def body(i, state):
-                    buffer, caches, all_logits = state
-                    token = ops.slice(buffer, [0, i], [batch, 1])
-                    logits, _, caches = self._forward(
-                        token, caches=caches, cache_index=i
-                    )
-                    buffer, all_logits = choose(i, logits[:, 0], buffer, all_logits)
-                    return buffer, caches, all_logits
-
-                state = (buffer, caches, all_logits)
-            else:
-
-                def body(i, state):
-                    buffer, all_logits = state
-                    # The whole buffer each step: causal attention keeps the
-                    # unfilled positions after i from touching position i.
-                    logits, _, _ = self._forward(buffer)
-                    logits = ops.slice(logits, [0, i, 0], [batch, 1, self.vocab_size])
-                    return choose(i, logits[:, 0], buffer, all_logits)
-
-                state = (buffer, all_logits)
-            state = ops.fori_loop(first - 1, total - 1, body, state)
-            return state[0], state[-1]
-
-        self._decoders[key] = self.compile_function(decode)
+        self._decoders[key] = self.compile_function(decode, jit_compile=jit_compile)
         return self._decoders[key]
 
     def generate(
@@ -651,6 +656,7 @@ class GPT(GenerativeModel):
         seed=None,
         use_cache=True,
         return_logits=False,
+        jit_compile="auto",
     ):
         """Continues each prompt by `max_new_tokens` tokens.
 
@@ -669,6 +675,13 @@ class GPT(GenerativeModel):
                 False recomputes the whole sequence at every step.
             return_logits: also return the logits (before temperature and
                 filtering) that each decoded position was predicted from.
+            jit_compile: how the decoding loop compiles. `"auto"`: the whole
+                loop by XLA on JAX and TensorFlow, eager steps on PyTorch.
+                True: the same on JAX and TensorFlow, and on PyTorch each
+                token's step traced once and compiled by TorchInductor
+                (several times faster per token, after 10-40 s of
+                compilation per setting: for long or repeated generation). False:
+                no XLA on TensorFlow, no `jax.jit` on JAX (slow; debugging).
 
         Returns:
             The prompts followed by their new tokens, in the prompt's form:
@@ -688,6 +701,10 @@ class GPT(GenerativeModel):
             top_p = _check_float(top_p, "top_p", 0.0, 1.0, low_open=True)
         if not isinstance(use_cache, bool):
             raise ValueError(f"`use_cache` must be True or False; received {use_cache!r}.")
+        if not (isinstance(jit_compile, bool) or jit_compile == "auto"):
+            raise ValueError(
+                f'`jit_compile` must be "auto", True or False; received {jit_compile!r}.'
+            )
         lengths = np.array([len(r) for r in rows], dtype=np.int32)
         if lengths.min() < 1:
             raise ValueError("Every prompt needs at least one token; received an empty one.")
@@ -707,7 +724,7 @@ class GPT(GenerativeModel):
         use_top_p = top_p is not None and top_p < 1.0
         decode = self._decoder(
             len(rows), int(lengths.min()), total, use_cache, greedy, top_k,
-            use_top_p, bool(return_logits),
+            use_top_p, bool(return_logits), jit_compile,
         )
         # Temperature and top_p are tensors, not constants of the compiled
         # loop: changing them compiles nothing new.
