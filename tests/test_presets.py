@@ -12,6 +12,7 @@ import tarfile
 import threading
 import zipfile
 
+import keras
 import numpy as np
 import pytest
 
@@ -152,6 +153,27 @@ def test_unknown_class(tiny_preset, tmp_path):
     (target / "config.json").write_text(json.dumps(config))
     _rehash(target)
     with pytest.raises(PresetError, match="'evil>Payload', which is not registered"):
+        zoo.from_preset(str(target))
+
+
+def test_config_with_python_code_is_refused(tiny_preset, tmp_path):
+    # A Lambda layer's config holds marshalled Python bytecode: safe mode
+    # refuses to run it, when saving (the preset could not load) and when
+    # loading a config that was written by other means.
+    generator = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Lambda(lambda z: z[:, :2] * 2.0)]
+    )
+    model = GAN(data_shape=(2,), latent_dim=4, hidden_units=(8,), generator=generator,
+                ema_momentum=None, seed=0)
+    with pytest.raises(PresetError, match="does not load back in safe mode"):
+        model.save_to_preset(tmp_path / "lambda_gan")
+    assert not os.path.exists(tmp_path / "lambda_gan")
+
+    target = _copy(tiny_preset, tmp_path)
+    config = keras.saving.serialize_keras_object(model)
+    (target / "config.json").write_text(json.dumps(config, default=str))
+    _rehash(target)
+    with pytest.raises(PresetError, match="(?s)Could not build the GAN.*Lambda"):
         zoo.from_preset(str(target))
 
 

@@ -152,7 +152,15 @@ def save_to_preset(model, directory, metadata=None, overwrite=False):
         # loading will rebuild it: that proves the config round-trips, and
         # leaves out the optimizer's state (a preset is for inference and
         # fine-tuning; `model.save` keeps the optimizer for resuming).
-        copy = keras.saving.deserialize_keras_object(config, safe_mode=True)
+        try:
+            copy = keras.saving.deserialize_keras_object(config, safe_mode=True)
+        except Exception as error:
+            raise PresetError(
+                f"Cannot save this {type(model).__name__} as a preset: its config "
+                f"does not load back in safe mode, as every preset is loaded "
+                f"({error}). Build it from registered layers, without Lambda "
+                "layers holding Python functions."
+            ) from error
         copy._assert_networks_built()
         copy.set_weights(model.get_weights())
         copy.save_weights(os.path.join(tmp, WEIGHTS_FILE))
