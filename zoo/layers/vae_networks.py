@@ -31,41 +31,14 @@ import keras
 import numpy as np
 from keras import layers
 
+# The same argument checks as the GAN networks.
+from zoo.layers.networks import check_data_shape, check_positive_int  # noqa: F401
+
 CHANNELS_LAST = "channels_last"
 _MIN_FEATURE_SIZE = 4
 _MAX_STAGES = 4
 # Placeholder kernels, overwritten by `seed_network`.
 ZEROS = "zeros"
-
-
-def check_data_shape(data_shape):
-    """`data_shape` as a tuple of positive ints: `(D,)` or `(H, W, C)`."""
-    try:
-        shape = tuple(data_shape)
-    except TypeError:
-        shape = None
-    if (
-        shape is None
-        or len(shape) not in (1, 3)
-        or not all(
-            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0
-            for d in shape
-        )
-    ):
-        raise ValueError(
-            "`data_shape` must be the shape of one example: `(dim,)` for "
-            "vectors or `(height, width, channels)` for channels-last images, "
-            f"with positive integers; received data_shape={data_shape!r}."
-        )
-    return tuple(int(d) for d in shape)
-
-
-def check_positive_int(value, name):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive integer; received {name}={value!r}."
-        )
-    return int(value)
 
 
 def check_hidden_units(hidden_units):
