@@ -143,3 +143,21 @@ def serialize_network(network):
         return json.loads(json.dumps(config))
     except TypeError:
         return config
+
+
+def custom_networks_config(model):
+    """The `encoder`/`decoder` config entries: a user's own networks
+    serialized, None for the defaults (rebuilt from the other arguments)."""
+    return {
+        "encoder": serialize_network(model.encoder) if model._custom_encoder else None,
+        "decoder": serialize_network(model.decoder) if model._custom_decoder else None,
+    }
+
+
+def from_config_with_networks(cls, config):
+    """`cls(**config)` after deserializing custom `encoder`/`decoder` entries."""
+    config = dict(config)
+    for key in ("encoder", "decoder"):
+        if config.get(key) is not None:
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+    return cls(**config)

@@ -442,21 +442,10 @@ class VAE(GenerativeModel):
             kl_warmup_steps=self.kl_warmup_steps,
             filters=self.filters,
             hidden_units=list(self.hidden_units),
-            encoder=(
-                _common.serialize_network(self.encoder)
-                if self._custom_encoder else None
-            ),
-            decoder=(
-                _common.serialize_network(self.decoder)
-                if self._custom_decoder else None
-            ),
+            **_common.custom_networks_config(self),
         )
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("encoder", "decoder"):
-            if config.get(key) is not None:
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+        return _common.from_config_with_networks(cls, config)
