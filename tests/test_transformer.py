@@ -221,16 +221,42 @@ def test_cached_and_uncached_generation_agree(which, request):
     np.testing.assert_allclose(cached_logits, plain_logits, atol=1e-4)
 
 
-def test_compiled_steps_agree(trained):
+@pytest.mark.parametrize("which", ["trained", "moe"])
+def test_compiled_steps_agree(which, request):
     # On PyTorch the per-token step compiled by TorchInductor (one
-    # compilation, the test's whole cost); on JAX and TensorFlow the same XLA
-    # loop as "auto".
-    auto, auto_logits = trained.generate(PROMPT, 8, temperature=0, return_logits=True)
-    compiled, logits = trained.generate(
+    # compilation per model, the test's whole cost); on JAX and TensorFlow the
+    # same XLA loop as "auto". "moe" has rotary positions, whose angles must
+    # follow the loop index in the compiled step (not stay at the traced one).
+    model = request.getfixturevalue(which)
+    model = model[0] if isinstance(model, tuple) else model
+    auto, auto_logits = model.generate(PROMPT, 8, temperature=0, return_logits=True)
+    compiled, logits = model.generate(
         PROMPT, 8, temperature=0, return_logits=True, jit_compile=True
     )
     np.testing.assert_array_equal(compiled, auto)
     np.testing.assert_allclose(logits, auto_logits, atol=1e-4)
+
+
+def test_compile_step_leaves_the_callers_state_alone(trained):
+    # On PyTorch the compiled step updates a loop's carry in place, but only
+    # the carry it returned itself: the state handed to the loop is copied.
+    from zoo.core import compile_step
+
+    def fn(i, state):
+        x, total = state
+        total = total + ops.sum(x)
+        x = ops.slice_update(x, [0, i], ops.reshape(ops.cast(i, "float32"), (1, 1)))
+        return x, total
+
+    step = compile_step(trained, fn, jit_compile=True)
+    x0, t0 = np.zeros((1, 6), np.float32), np.zeros((), np.float32)
+    state = (ops.convert_to_tensor(x0), ops.convert_to_tensor(t0))
+    for _ in range(2):  # the same result from the same state, twice
+        x, total = ops.fori_loop(0, 6, step, state)
+        np.testing.assert_allclose(ops.convert_to_numpy(x), [[0, 1, 2, 3, 4, 5]])
+        np.testing.assert_allclose(ops.convert_to_numpy(total), 0 + 0 + 1 + 3 + 6 + 10)
+    np.testing.assert_array_equal(ops.convert_to_numpy(state[0]), x0)
+    np.testing.assert_array_equal(ops.convert_to_numpy(state[1]), t0)
 
 
 def test_temperature_zero_is_greedy(trained):

@@ -52,7 +52,9 @@ class RotaryEmbedding(keras.layers.Layer):
                 f"RotaryEmbedding needs an even head_dim; received {head_dim}."
             )
         half = head_dim // 2
-        inverse_frequency = self._inverse_frequency(half)
+        # A tensor: NumPy on the right of `*` would turn the positions into
+        # NumPy too, freezing them where the step is traced (PyTorch).
+        inverse_frequency = ops.convert_to_tensor(self._inverse_frequency(half))
         positions = ops.cast(ops.arange(0, length, dtype="int32") + start_index, "float32")
         angles = positions[:, None] * inverse_frequency[None, :]
         # (length, half) -> (1, length, 1, half): broadcast over batch and heads.
