@@ -679,8 +679,10 @@ class GPT(GenerativeModel):
                 loop by XLA on JAX and TensorFlow, eager steps on PyTorch.
                 True: the same on JAX and TensorFlow, and on PyTorch each
                 token's step traced once and compiled by TorchInductor
-                (several times faster per token, after 10-40 s of
-                compilation per setting: for long or repeated generation). False:
+                (several times faster per token, after 20-45 s of
+                compilation per setting on a small CPU, a few seconds when
+                Inductor's on-disk cache holds it: for long or repeated
+                generation). False:
                 no XLA on TensorFlow, no `jax.jit` on JAX (slow; debugging).
 
         Returns:
