@@ -5,6 +5,8 @@ parameters only, so another player's `.grad` is never touched, and the
 update runs under `torch.no_grad()` as Keras's own torch trainer does.
 """
 
+import weakref
+
 import optree
 import torch
 from keras import StatelessScope
@@ -64,46 +66,104 @@ def _flatten(structure):
     return optree.tree_flatten(structure, none_is_leaf=True)
 
 
+# A product with at most this many rows (a decoding step's tokens) becomes
+# multiply-and-sum that Inductor fuses with its neighbours, on the CPU: an
+# external GEMM call costs more there than its arithmetic.
+_FUSED_MATMUL_ROWS = 16
+
+
+def _small_matmul(a, b):
+    if a.device.type == "cpu" and a.shape[0] <= _FUSED_MATMUL_ROWS:
+        return (a.unsqueeze(2) * b.unsqueeze(0)).sum(dim=1)
+    return NotImplemented
+
+
 def compile_step(model, fn, jit_compile=None):
-    """`fn(i, state)` traced once into an aten graph (`make_fx`) with the
-    model's weights and the loop index as inputs, and compiled by
-    TorchInductor: no Keras or Python dispatch per step, no guards, one
-    compilation for every iteration (shapes are static, `i` a tensor)."""
+    """`fn(i, state)` traced once into an aten graph (`make_fx`, on fake
+    tensors) with the model's weights and the loop index as inputs, and
+    compiled by TorchInductor with its C++ wrapper: no Keras or Python
+    dispatch per step, no guards, one compilation for every iteration
+    (shapes are static, `i` a tensor).
+
+    When `fn` returns a state of the structure it took (a loop's carry), a
+    returned tensor of the shape and dtype of the one it replaces is
+    written into that one in place, inside the graph: a preallocated cache
+    updated at one position is not copied at every step. Only a tensor that
+    the previous iteration (`i - 1`) returned is reused so; a state handed
+    in from outside is copied first, so the caller's tensors never change.
+    """
     if jit_compile is not True:
         return fn
     variables = list(model.variables)
-    compiled = {}
+    count = len(variables)
+    compiled = {"last": (), "last_index": None}
 
     def trace(args, spec):
-        count = len(variables)
-
         def pure(*args):
             mapping = list(zip(variables, args[:count]))
             with StatelessScope(state_mapping=mapping):
                 out = fn(args[count], optree.tree_unflatten(spec, args[count + 1 :]))
-            out, compiled["spec"] = _flatten(out)
+            out, out_spec = _flatten(out)
             # Outputs that are inputs (loop constants) bypass the graph: an
             # output aliasing an input costs a copy per call.
             inputs = {id(a): k for k, a in enumerate(args)}
-            compiled["passed"] = [inputs.get(id(o)) for o in out]
-            return [o for o in out if id(o) not in inputs]
+            passed = [inputs.get(id(o)) for o in out]
+            donated = []
+            if out_spec == spec:
+                for k, o in enumerate(out):
+                    a = args[count + 1 + k]
+                    if passed[k] is None and o.shape == a.shape and o.dtype == a.dtype:
+                        a.copy_(o)  # Inductor writes `o` into `a` where it can
+                        passed[k] = count + 1 + k
+                        donated.append(count + 1 + k)
+            compiled.update(spec=out_spec, passed=passed, donated=donated)
+            return [o for o, k in zip(out, passed) if k is None]
 
-        graph = make_fx(pure)(*args)
-        # Shapes never change between calls: no checks of them per call.
-        compiled["fn"] = torch._inductor.compile(graph, args, options={"size_asserts": False})
+        try:
+            # Fake tensors: a conversion to NumPy or Python inside `fn` fails
+            # here instead of freezing the trace's values into the graph.
+            graph = make_fx(
+                pure, tracing_mode="fake",
+                decomposition_table={torch.ops.aten.mm.default: _small_matmul},
+            )(*args)
+        except RuntimeError as error:
+            if "numpy" not in str(error) and "data-dependent" not in str(error):
+                raise
+            raise RuntimeError(
+                "compile_step: the step function turns a tensor into NumPy or "
+                "Python values, which a traced step cannot do (every tensor "
+                "depends on the step's inputs); use keras.ops throughout "
+                "(e.g. ops.convert_to_tensor on NumPy constants before mixing "
+                f"them with tensors). {error}"
+            ) from error
+        compiled["fn"] = torch._inductor.compile(
+            graph, args,
+            # Shapes never change between calls: no checks of them per call.
+            options={"cpp_wrapper": True, "size_asserts": False,
+                     "alignment_asserts": False, "scalar_asserts": False},
+        )
 
     def step(i, state):
         # The stored tensors (assignments copy into them in place), and
         # optree: `.value` and `keras.tree` (pure Python on PyTorch) cost
         # more than the step's arithmetic.
-        values = [v._value for v in variables]
         flat, spec = _flatten(state)
         device = flat[0].device if flat else None
-        args = [*values, torch.as_tensor(i, dtype=torch.int32, device=device), *flat]
+        args = [v._value for v in variables]
+        args.append(torch.as_tensor(i, dtype=torch.int32, device=device))
+        args.extend(flat)
         if "fn" not in compiled:
             trace(list(args), spec)
+        # A donated input is written in place: only the previous
+        # iteration's own result may be, anything else is copied first.
+        last = compiled["last"] if compiled["last_index"] == i - 1 else ()
+        for k, ref in zip(compiled["donated"], last or [None] * len(compiled["donated"])):
+            if ref is None or ref() is not args[k]:
+                args[k] = args[k].clone()
         out = iter(compiled["fn"](*args))
         out = [next(out) if k is None else args[k] for k in compiled["passed"]]
+        compiled["last"] = [weakref.ref(args[k]) for k in compiled["donated"]]
+        compiled["last_index"] = i
         return optree.tree_unflatten(compiled["spec"], out)
 
     return step
