@@ -353,7 +353,12 @@ class GenerativeModel(keras.Model):
                 one player, an optimizer or its name; otherwise a dict
                 `{player: optimizer}` naming every player.
             run_eagerly, steps_per_execution, jit_compile: as in
-                `keras.Model.compile`.
+                `keras.Model.compile`, except that on PyTorch
+                `jit_compile=True` traces the whole training (and test)
+                step once per batch shape and compiles it with
+                TorchInductor (`zoo/core/torch_step.py`) instead of Keras's
+                `torch.compile`; the first step then takes 20 s to minutes
+                on a small CPU. The default ("auto") is eager on PyTorch.
             auto_scale_loss: under a `mixed_float16` policy, wrap each
                 player's optimizer in a `keras.optimizers.LossScaleOptimizer`.
         """
@@ -447,6 +452,30 @@ class GenerativeModel(keras.Model):
 
     def train_step(self, *args):
         return backend_module().train_step(self, *args)
+
+    def _compiled_step_maker(self, kind):
+        # PyTorch with `jit_compile=True`: the core's traced, Inductor-compiled
+        # step instead of Keras's `torch.compile` of the eager step.
+        settings = getattr(self, "_compile_settings", {})
+        if settings.get("jit_compile") is not True or settings.get("run_eagerly"):
+            return None
+        return getattr(backend_module(), f"make_{kind}_function", None)
+
+    def make_train_function(self, force=False):
+        maker = self._compiled_step_maker("train")
+        if maker is None:
+            return super().make_train_function(force=force)
+        if self.train_function is None or force:
+            self.train_function = maker(self)
+        return self.train_function
+
+    def make_test_function(self, force=False):
+        maker = self._compiled_step_maker("test")
+        if maker is None:
+            return super().make_test_function(force=force)
+        if self.test_function is None or force:
+            self.test_function = maker(self)
+        return self.test_function
 
     def __setattr__(self, name, value):
         # Keras's JAX trainer stores the live state here after every step;

@@ -12,6 +12,9 @@ import torch
 from keras import StatelessScope
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from zoo.core import torch_step
+from zoo.core.torch_step import make_test_function, make_train_function  # noqa: F401
+
 
 def train_step(model, data):
     return model.run_step(data, training=True)
@@ -22,6 +25,8 @@ def test_step(model, data):
 
 
 def minimize(model, loss_fn, variables, optimizer, record=None):
+    if torch_step.tracing():  # inside `compile(jit_compile=True)`'s step
+        return torch_step.minimize(model, loss_fn, variables, optimizer, record)
     params = [v.value for v in variables]
     for p in params:
         p.grad = None

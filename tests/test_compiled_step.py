@@ -1,0 +1,219 @@
+"""`compile(jit_compile=True)`: the compiled training step, on every backend.
+
+On PyTorch this is the core's traced, TorchInductor-compiled step
+(`zoo/core/torch_step.py`); on JAX and TensorFlow the same tests exercise
+their `jax.jit` / XLA `tf.function` step. Each compiled step must do what
+the eager step does: same weights, optimizer state, BatchNorm statistics,
+seed states and logs after several steps from the same start.
+"""
+
+import contextlib
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from callbacks import EMA
+from tests.core_models import Counter, NoiseProbe, TinyGAN, toy_data
+
+BACKEND = keras.backend.backend()
+
+# TorchInductor compiles a training step in 20 s to minutes on a small CPU
+# (seconds on JAX and TensorFlow, and on PyTorch when its on-disk cache has
+# the graph): the tests that compile a two-network model are slow there.
+torch_slow = pytest.mark.slow if BACKEND == "torch" else (lambda test: test)
+
+
+def matching_noise():
+    """Makes an eager PyTorch step draw the noise the compiled step draws."""
+    if BACKEND != "torch":
+        return contextlib.nullcontext()  # same generator either way
+    from zoo.core.torch_step import functional_random
+
+    return functional_random()
+
+
+def state_of(model, metrics=True):
+    variables = list(model.variables) + list(model.optimizer.variables)
+    if metrics:  # the trackers (not saved: they restart every epoch)
+        variables += list(model.metrics_variables)
+    # By position: layer names carry a per-process counter.
+    return {i: (v.path, np.array(v.numpy())) for i, v in enumerate(variables)}
+
+
+def train(jit_compile, steps=4, weights=None, **kwargs):
+    model = TinyGAN(seed=0, **kwargs)
+    if weights is not None:  # the networks' initializers are unseeded
+        model.set_weights(weights)
+    if jit_compile:
+        # TensorFlow's stateless random ops draw other numbers under XLA,
+        # so there the eager step is compared with the plain `tf.function`.
+        model.compile(jit_compile=BACKEND != "tensorflow")
+    else:
+        model.compile(run_eagerly=True)
+    x = toy_data(16 * steps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no eager fallback
+        with matching_noise() if not jit_compile else contextlib.nullcontext():
+            history = model.fit(x, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    return model, history.history
+
+
+@torch_slow
+def test_compiled_step_equals_the_eager_step():
+    # Two players, two critic updates per batch, a gradient penalty (double
+    # backward), BatchNorm statistics, seeded noise: all of it compiled.
+    kwargs = dict(critic_steps=2, penalty=1.0, batch_norm=True)
+    weights = TinyGAN(seed=0, **kwargs).get_weights()
+    eager, eager_logs = train(False, weights=weights, **kwargs)
+    compiled, compiled_logs = train(True, weights=weights, **kwargs)
+    theirs = state_of(compiled)
+    for key, (path, value) in state_of(eager).items():
+        np.testing.assert_allclose(theirs[key][1], value, rtol=2e-4, atol=2e-5, err_msg=path)
+    for key, value in eager_logs.items():
+        np.testing.assert_allclose(compiled_logs[key], value, rtol=2e-4, err_msg=key)
+    # The seed state advanced in the graph: 3 draws per step, 4 steps.
+    assert compiled.seed_generator.state.numpy().tolist()[1] == 12
+
+
+def test_compiled_step_draws_new_noise_every_step_and_is_seeded():
+    def losses(seed):
+        model = NoiseProbe(seed=seed)
+        model.compile(optimizer=keras.optimizers.SGD(0.0), jit_compile=True)
+        seen = []
+        record = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda batch, logs: seen.append(float(logs["loss"]))
+        )
+        model.fit(toy_data(32), batch_size=8, epochs=1, verbose=0, callbacks=[record])
+        return seen
+
+    first, again, other = losses(3), losses(3), losses(4)
+    assert len(set(first)) == 4, f"the same noise in two steps: {first}"
+    assert first == again
+    assert first != other
+
+
+def test_compiled_step_keeps_optimizer_state_trackers_and_iterations():
+    model = Counter()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=True)
+    history = model.fit(toy_data(32), batch_size=8, epochs=2, verbose=0)
+    # The loss is the update count: means 1.5 and 5.5 (trackers reset).
+    assert history.history["loss"] == [1.5, 5.5]
+    assert int(model.optimizer.iterations.numpy()) == 8
+
+
+@torch_slow
+def test_compiled_training_saves_loads_and_resumes(tmp_path):
+    model, _ = train(True)
+    path = tmp_path / "gan.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    theirs = state_of(loaded, metrics=False)
+    for key, (path, value) in state_of(model, metrics=False).items():
+        np.testing.assert_array_equal(theirs[key][1], value, err_msg=path)
+    # Both go on with the same next steps (compiled again after loading).
+    x = toy_data(32, seed=1)
+    a = model.fit(x, batch_size=16, shuffle=False, verbose=0).history["loss"]
+    b = loaded.fit(x, batch_size=16, shuffle=False, verbose=0).history["loss"]
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+@torch_slow
+def test_compiled_step_works_with_callbacks_that_read_and_write_weights():
+    model = TinyGAN(seed=0)
+    model.compile(jit_compile=True)
+    ema = EMA(decay=0.5)
+    model.fit(toy_data(64), batch_size=16, epochs=2, verbose=0, callbacks=[ema])
+    # After fit the average is in the model and differs from training weights.
+    averaged = [np.array(v.numpy()) for v in model.trainable_variables]
+    training = [np.array(keras.ops.convert_to_numpy(v)) for v in ema._training]
+    assert any(not np.allclose(a, t) for a, t in zip(averaged, training))
+    assert all(np.isfinite(a).all() for a in averaged)
+    # Written weights are what the next compiled step starts from.
+    model.fit(toy_data(16), batch_size=16, epochs=1, verbose=0)
+    assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
+
+
+@torch_slow
+def test_compiled_step_reports_gradient_norms():
+    model = TinyGAN(seed=0)
+    model.compile(jit_compile=True)
+    model.record_gradient_norms(True)
+    logs = model.fit(toy_data(32), batch_size=16, verbose=0).history
+    assert logs["grad_norm/generator"][0] > 0
+    assert logs["grad_norm/discriminator"][0] > 0
+
+
+def test_compiled_step_rejects_wrong_data_clearly_and_keeps_compiling():
+    model = Counter()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=True)
+    with pytest.raises(ValueError, match="expects data of shape"):
+        model.fit(np.zeros((8, 3), "float32"), batch_size=8, verbose=0)
+    if BACKEND == "jax":
+        return  # Keras's JAX `fit` loses the weights it purged when a step raises
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # still compiled, no fallback
+        history = model.fit(toy_data(16), batch_size=8, verbose=0)
+    assert history.history["loss"] == [0.5]
+    if BACKEND == "torch":
+        assert model.train_function.fallback is None
+
+
+def _family(name):
+    rng = np.random.default_rng(0)
+    x2 = rng.normal(size=(64, 2)).astype("float32")
+    if name == "gan":
+        from zoo.gan import GAN
+
+        return GAN((2,), 4, hidden_units=(16,), seed=1), x2
+    if name == "vae":
+        from zoo.vae import VAE
+
+        return VAE((4,), 2, hidden_units=(8,), seed=0), x2[:, [0, 1, 0, 1]]
+    if name == "flow":
+        from zoo.flow import RealNVP
+
+        return RealNVP((2,), num_couplings=2, hidden_units=(8,), seed=0), x2
+    if name == "ddpm":
+        from zoo.diffusion import DDPM
+
+        return DDPM((2,), timesteps=100, hidden_units=8, num_blocks=1, seed=0), x2
+    from zoo.transformer import GPT
+
+    model = GPT(vocab_size=16, max_length=16, num_layers=1, num_heads=2, hidden_dim=16,
+                dropout=0.1, seed=0)
+    return model, rng.integers(0, 16, (64, 9)).astype("int32")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["gan", "vae", "flow", "ddpm", "gpt"])
+def test_each_family_trains_with_the_compiled_step(family):
+    model, x = _family(family)
+    model.compile(jit_compile=True)
+    before = [np.array(v.numpy()) for v in model.trainable_variables]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no eager fallback
+        history = model.fit(x, batch_size=32, epochs=3, verbose=0)
+        logs = model.evaluate(x, batch_size=32, verbose=0, return_dict=True)
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses)) and np.isfinite(logs["loss"])
+    after = [np.array(v.numpy()) for v in model.trainable_variables]
+    assert all(np.isfinite(a).all() for a in after)
+    assert sum(not np.array_equal(a, b) for a, b in zip(before, after)) > len(after) // 2
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the eager fallback is PyTorch's")
+def test_untraceable_step_falls_back_to_eager_with_a_warning():
+    class Unseeded(NoiseProbe):
+        def train_step_logic(self, x, y=None, sample_weight=None):
+            def loss_fn():  # a draw from Keras's global generator
+                return keras.random.normal(()) + 0.0 * self.w
+
+            return {"loss": self.minimize("model", loss_fn)}
+
+    model = Unseeded()
+    model.compile(optimizer=keras.optimizers.SGD(0.0), jit_compile=True)
+    with pytest.warns(UserWarning, match="runs eagerly"):
+        history = model.fit(toy_data(32), batch_size=8, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -1,0 +1,381 @@
+"""PyTorch: the whole training step traced once and compiled by TorchInductor.
+
+`compile(jit_compile=True)` on PyTorch runs each training step as one
+compiled graph instead of eager Keras code: no `Layer.__call__`
+bookkeeping, no Python dispatch per operation. The step is traced once per
+input signature with `make_fx` as a pure function of
+
+    (every variable's value: weights, non-trainable state such as BatchNorm
+     statistics and EMA copies, seed-generator states, every optimizer's
+     variables, metric variables;  the batch)
+    -> (the new value of every variable the step changed;  the logs)
+
+under a `keras.StatelessScope`, compiled with `torch._inductor.compile`,
+and each call writes the new values back into the variables (so callbacks,
+`save` and eager code see the live state at every batch end).
+
+What the trace needs, and where it is handled:
+
+- gradients: `minimize` uses `torch.autograd.grad` (make_fx records the
+  backward operations, a gradient penalty's double backward included) and
+  the optimizer's own `apply` updates the traced values;
+- randomness: Keras's PyTorch random ops seed a `torch.Generator` from a
+  Python int read off the seed state, which a trace would freeze into a
+  constant (the same noise every step). While tracing, `keras.random`'s
+  draws are replaced by a counter-based generator (a 32-bit integer hash of
+  the seed state and the element index) computed with tensor operations, so
+  the seed state is a graph input, each step draws new noise, and seeded
+  runs are reproducible. The noise differs from eager PyTorch's (a
+  different generator), not in distribution;
+- anything the trace cannot represent (a Python branch on a tensor value,
+  a draw without a tracked seed, a variable assigned that the step does
+  not thread) makes the step fall back to eager execution with a warning,
+  never a silently frozen value.
+"""
+
+import contextlib
+import math
+import threading
+import warnings
+
+import optree
+import torch
+from keras import StatelessScope
+
+_local = threading.local()
+
+# Options for `torch._inductor.compile` of every training step.
+INDUCTOR_OPTIONS = {}
+_MASK = 0xFFFFFFFF
+
+
+def tracing():
+    """True while a training step is being traced for compilation."""
+    return getattr(_local, "tracing", False)
+
+
+class _Untraceable(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------
+# Counter-based random numbers from the seed state, as tensor operations.
+
+
+def _mix(x):
+    # "lowbias32" (C. Wellons): a 32-bit integer hash, in int64 masked to 32
+    # bits so it needs no unsigned types.
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK
+    return x ^ (x >> 16)
+
+
+def _random_bits(seed, count, device):
+    """`count` 32-bit random integers (int64) from a 2-element seed tensor."""
+    from keras.src.random.seed_generator import draw_seed
+
+    seed = torch.as_tensor(draw_seed(seed)).to(torch.int64) & _MASK
+    key1 = _mix(seed[0] ^ 0x9E3779B9)
+    key2 = _mix(key1 ^ _mix((seed[1] + 0x632BE5AB) & _MASK))
+    counter = torch.arange(count, dtype=torch.int64, device=device)
+    return _mix(_mix(counter ^ key1) ^ key2)
+
+
+def _uniform01(seed, shape, dtype, device):
+    """Uniform in the open interval (0, 1), 24 random bits."""
+    n = math.prod(shape)
+    bits = _random_bits(seed, n, device)
+    u = ((bits >> 8).to(torch.float32) + 0.5) * (2.0**-24)
+    return u.reshape(shape).to(dtype)
+
+
+def _standard_normal(seed, shape, device):
+    n = math.prod(shape)
+    u = _uniform01(seed, (2 * n,), torch.float32, device)
+    z = torch.sqrt(-2.0 * torch.log(u[:n])) * torch.cos((2.0 * math.pi) * u[n:])
+    return z.reshape(shape)
+
+
+def _functional_random_ops():
+    from keras.src.backend.config import floatx
+    from keras.src.backend.torch.core import get_device, to_torch_dtype
+    from keras.src.backend.torch.random import _get_concrete_noise_shape
+    from keras.src.random.seed_generator import SeedGenerator
+
+    def _shape(shape):
+        return tuple(int(d) for d in shape)
+
+    def normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
+        dtype = to_torch_dtype(dtype or floatx())
+        z = _standard_normal(seed, _shape(shape), get_device())
+        return (z * stddev + mean).to(dtype)
+
+    def uniform(shape, minval=0.0, maxval=1.0, dtype=None, seed=None):
+        dtype = to_torch_dtype(dtype or floatx())
+        u = _uniform01(seed, _shape(shape), torch.float32, get_device())
+        return (minval + (maxval - minval) * u).to(dtype)
+
+    def randint(shape, minval, maxval, dtype="int32", seed=None):
+        dtype = to_torch_dtype(dtype)
+        shape = _shape(shape)
+        bits = _random_bits(seed, math.prod(shape), get_device()).reshape(shape)
+        minval = torch.as_tensor(minval, device=get_device()).to(torch.int64)
+        span = torch.as_tensor(maxval, device=get_device()).to(torch.int64) - minval
+        return (minval + ((bits * span) >> 32)).to(dtype)
+
+    def truncated_normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
+        # Inverse CDF restricted to (-2, 2), Keras's cut.
+        dtype = to_torch_dtype(dtype or floatx())
+        low = 0.5 * (1.0 + math.erf(-2.0 / math.sqrt(2.0)))
+        u = _uniform01(seed, _shape(shape), torch.float32, get_device())
+        p = low + (1.0 - 2.0 * low) * u
+        z = math.sqrt(2.0) * torch.erfinv(2.0 * p - 1.0)
+        return (z * stddev + mean).to(dtype)
+
+    def dropout(inputs, rate, noise_shape=None, seed=None):
+        if rate == 1.0:
+            return torch.zeros_like(inputs)
+        if rate == 0.0:
+            return inputs
+        if isinstance(seed, SeedGenerator) and seed._initial_seed is None and noise_shape is None:
+            # Unseeded: torch's own dropout, as in eager mode (Inductor seeds
+            # it afresh at every call).
+            return torch.nn.functional.dropout(inputs, p=rate, training=True)
+        keep = 1.0 - rate
+        shape = _get_concrete_noise_shape(inputs, noise_shape)
+        mask = _uniform01(seed, _shape(shape), torch.float32, get_device()) < keep
+        mask = torch.broadcast_to(mask, inputs.shape)
+        return torch.where(mask, inputs / keep, torch.zeros_like(inputs))
+
+    def categorical(logits, num_samples, dtype="int32", seed=None):
+        logits = torch.as_tensor(logits)
+        batch, classes = logits.shape
+        u = _uniform01(seed, (batch, num_samples, classes), torch.float32, get_device())
+        gumbel = -torch.log(-torch.log(u))
+        return torch.argmax(logits[:, None, :].float() + gumbel, dim=-1).to(to_torch_dtype(dtype))
+
+    def untraceable(name):
+        def fn(*args, **kwargs):
+            raise _Untraceable(f"`keras.random.{name}` has no traceable version")
+
+        return fn
+
+    ops = dict(normal=normal, uniform=uniform, randint=randint,
+               truncated_normal=truncated_normal, dropout=dropout, categorical=categorical)
+    for name in ("shuffle", "gamma", "binomial", "beta"):
+        ops[name] = untraceable(name)
+    return ops
+
+
+@contextlib.contextmanager
+def functional_random():
+    """Replaces `keras.random`'s PyTorch draws by the counter-based ones.
+
+    Used while tracing; tests also run an eager step under it, to compare a
+    compiled and an eager step with the same noise.
+    """
+    from keras.src.backend.torch import random as module
+
+    replaced = _functional_random_ops()
+    saved = {name: getattr(module, name) for name in replaced}
+    try:
+        for name, fn in replaced.items():
+            setattr(module, name, fn)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(module, name, fn)
+
+
+# ---------------------------------------------------------------------------
+# The traced versions of the core's gradient operations.
+
+
+def minimize(model, loss_fn, variables, optimizer, record=None):
+    """`minimize` inside a trace: `autograd.grad` and the optimizer's
+    `apply` on the scope's values (its in-place updates of those values are
+    traced; `run` reads them back)."""
+    leaves = [v.value.detach().requires_grad_(True) for v in variables]
+    for variable, leaf in zip(variables, leaves):
+        variable.assign(leaf)
+    with torch.enable_grad():
+        loss = loss_fn()
+        grads = torch.autograd.grad(
+            optimizer.scale_loss(loss), leaves, allow_unused=True
+        )
+    grads = list(grads)
+    with torch.no_grad():
+        if record is not None:
+            record(grads)
+        optimizer.apply(grads, variables)
+        for variable in variables:
+            variable.assign(variable.value.detach())
+    return loss.detach()
+
+
+# ---------------------------------------------------------------------------
+# The compiled step.
+
+
+def _signature(leaves):
+    return tuple(
+        None if x is None else (tuple(x.shape), x.dtype, x.device) for x in leaves
+    )
+
+
+class CompiledStep:
+    """`model.train_step` (or `test_step`) traced and compiled, with eager
+    fallback. Call it as Keras's torch trainer calls its step function:
+    `step(data)` with `data` a one-element list holding the batch."""
+
+    max_signatures = 4
+
+    def __init__(self, model, training=True):
+        self.model = model
+        self.training = training
+        self.cache = {}
+        self.variables = None
+        self.fallback = None  # the reason, once the step has fallen back
+
+    def _state_variables(self):
+        model = self.model
+        seen, variables = set(), []
+        groups = [model.variables, model.metrics_variables]
+        if self.training:
+            groups.append(model.optimizer.variables)
+        for group in groups:
+            for v in group:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    variables.append(v)
+        return variables
+
+    def eager(self, data):
+        step = self.model.train_step if self.training else self.model.test_step
+        return step(data)
+
+    def __call__(self, data):
+        data = data[0]
+        if self.fallback is not None:
+            return self.eager(data)
+        leaves, spec = optree.tree_flatten(data, none_is_leaf=True)
+        key = (spec, _signature(leaves), bool(getattr(self.model, "_gradient_norms_on", False)))
+        entry = self.cache.get(key)
+        if entry is None:
+            if len(self.cache) >= self.max_signatures:
+                warnings.warn(
+                    f"{type(self.model).__name__}: more than {self.max_signatures} "
+                    "different batch shapes; the compiled step runs them "
+                    "eagerly instead of compiling each (pad or drop the "
+                    "remainder batch).", stacklevel=2,
+                )
+                return self.eager(data)
+            try:
+                entry = self._trace(leaves, spec)
+            except Exception as error:  # noqa: BLE001 -- any failure: eager
+                # An error the eager step raises too (wrong data) is the
+                # caller's; only a step that runs eagerly falls back.
+                logs = self.eager(data)
+                self.fallback = f"{type(error).__name__}: {error}"
+                warnings.warn(
+                    f"{type(self.model).__name__}: the compiled PyTorch "
+                    f"{'training' if self.training else 'test'} step could not be "
+                    f"traced, so it runs eagerly ({self.fallback}).",
+                    stacklevel=2,
+                )
+                return logs
+            self.cache[key] = entry
+        return self._run(entry, leaves)
+
+    def _run(self, entry, leaves):
+        fn, changed, log_spec = entry
+        values = [v._value for v in self.variables]
+        out = fn(*values, *[x for x in leaves if x is not None])
+        new, logs = out[: len(changed)], out[len(changed):]
+        with torch.no_grad():
+            torch._foreach_copy_([values[k] for k in changed], list(new))
+        return optree.tree_unflatten(log_spec, logs)
+
+    def _trace(self, leaves, spec):
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        from torch.fx.experimental.proxy_tensor import make_fx
+        from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+        from keras.src.random.seed_generator import global_seed_generator
+
+        # Made now, not inside the trace, where its state would be a traced
+        # value that outlives it. (An unseeded draw in the step assigns it,
+        # which makes the trace fail below.)
+        global_seed_generator()
+        model = self.model
+        if self.variables is None:
+            self.variables = self._state_variables()
+        variables = self.variables
+        count = len(variables)
+        present = [k for k, x in enumerate(leaves) if x is not None]
+        meta = {}
+
+        def pure(*args):
+            # Clones: the optimizers update their values in place, and a
+            # graph input must not be mutated.
+            values = [a.clone() for a in args[:count]]
+            versions = [v._version for v in values]
+            data = [None] * len(leaves)
+            for k, x in zip(present, args[count:]):
+                data[k] = x
+            data = optree.tree_unflatten(spec, data)
+            mapping = list(zip(variables, values))
+            _local.tracing = True
+            try:
+                with torch.enable_grad(), functional_random(), StatelessScope(
+                    state_mapping=mapping
+                ) as scope:
+                    step = model.train_step if self.training else model.test_step
+                    logs = step(data)
+            finally:
+                _local.tracing = False
+            known = {id(v) for v in variables}
+            stray = [k for k in scope.state_mapping if k not in known]
+            if stray:
+                raise _Untraceable(
+                    f"the step assigns {len(stray)} variable(s) that are not "
+                    "the model's, its optimizer's or its metrics' (for example "
+                    "a draw without `seed=`, from Keras's global generator)"
+                )
+            changed, outputs = [], []
+            for k, variable in enumerate(variables):
+                new = scope.get_current_value(variable)
+                if new is values[k] and new._version == versions[k]:
+                    continue
+                changed.append(k)
+                outputs.append(new.detach().to(args[k].dtype))
+            log_leaves, meta["log_spec"] = optree.tree_flatten(logs, none_is_leaf=True)
+            meta["changed"] = changed
+            return outputs + [torch.as_tensor(x).detach() for x in log_leaves]
+
+        # Fake tensors in a mode with a (static) shape environment: tracing
+        # runs no arithmetic, a value read in Python is an error (so the
+        # step falls back instead of freezing it), and Inductor's on-disk
+        # cache can key the graph (a later process compiles it in seconds).
+        mode = FakeTensorMode(
+            shape_env=ShapeEnv(), static_shapes=True, allow_non_fake_inputs=True
+        )
+        args = [v._value.detach() for v in variables] + [leaves[k] for k in present]
+        args = [mode.from_tensor(a, static_shapes=True) for a in args]
+        with torch.no_grad():
+            graph = make_fx(pure, tracing_mode="fake")(*args)
+        fn = torch._inductor.compile(graph, args, options=dict(INDUCTOR_OPTIONS))
+        return fn, meta["changed"], meta["log_spec"]
+
+
+def make_train_function(model):
+    """The compiled training step, called as Keras's torch trainer calls its
+    `train_function`."""
+    return CompiledStep(model, training=True)
+
+
+def make_test_function(model):
+    """The compiled test step (`evaluate`)."""
+    return CompiledStep(model, training=False)
