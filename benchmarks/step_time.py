@@ -3,6 +3,7 @@
     KERAS_BACKEND=jax python benchmarks/step_time.py
     KERAS_BACKEND=tensorflow python benchmarks/step_time.py --families gan,vae
     KERAS_BACKEND=torch python benchmarks/step_time.py --compile   # + torch.compile
+    KERAS_BACKEND=torch python benchmarks/step_time.py --jit-compile true  # compiled zoo step
 
 One model per family, small enough for a 2-core CPU: GAN (MLPs, 2-D ring),
 VAE (MLPs, the digits as 64-vectors, learned-scale Gaussian), RealNVP (2-D
@@ -33,6 +34,7 @@ tokens per second with the cache (batch 1 and 8).
 """
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -282,7 +284,7 @@ class Family:
         opts = {p: keras.optimizers.Adam(**kw) for p, kw in self.optimizers().items()}
         return opts["model"] if list(opts) == ["model"] else opts
 
-    def prepare(self, model, data):
+    def prepare(self, model, data, settings):
         """Anything the model must do before its weights are copied."""
 
 
@@ -375,10 +377,10 @@ class FlowFamily(Family):
     def data(self, n):
         return GANFamily.data(self, n)
 
-    def prepare(self, model, data):
+    def prepare(self, model, data, settings):
         # ActNorm initializes from the first batch; do it before the copy.
         model.fit(data[: self.batch_size], batch_size=self.batch_size, verbose=0)
-        model.compile(optimizer=self.compile_arg())
+        model.compile(optimizer=self.compile_arg(), **settings)
 
     def updates(self, x, noise):
         def loss(p):
@@ -693,7 +695,7 @@ class Clock(keras.callbacks.Callback):
 def build_compiled(family, data, settings):
     model = family.build()
     model.compile(optimizer=family.compile_arg(), **settings)
-    family.prepare(model, data)
+    family.prepare(model, data, settings)
     return model
 
 
@@ -703,6 +705,16 @@ def first_step_seconds(family, data, settings):
     start = time.perf_counter()
     model.fit(batch, batch_size=family.batch_size, epochs=1, verbose=0, shuffle=False)
     return time.perf_counter() - start
+
+
+def _same_noise_as(settings):
+    """The compiled PyTorch step draws with the core's counter-based
+    generator (`zoo.core.torch_step`), not `torch.Generator`."""
+    if BACKEND == "torch" and settings.get("jit_compile") is True:
+        from zoo.core.torch_step import functional_random
+
+        return functional_random()
+    return contextlib.nullcontext()
 
 
 def check(family, data, settings, steps=5, torch_compile=False):
@@ -718,11 +730,12 @@ def check(family, data, settings, steps=5, torch_compile=False):
     totals = []
     for s in range(steps):
         noise = []
-        for kind, shape, *rest in _shapes(family, family.batch_size):
-            if kind == "normal":
-                noise.append(keras.random.normal(shape, seed=generator))
-            else:
-                noise.append(keras.random.randint(shape, 0, rest[0], seed=generator))
+        with _same_noise_as(settings):
+            for kind, shape, *rest in _shapes(family, family.batch_size):
+                if kind == "normal":
+                    noise.append(keras.random.normal(shape, seed=generator))
+                else:
+                    noise.append(keras.random.randint(shape, 0, rest[0], seed=generator))
         noise = [np.asarray(keras.ops.convert_to_numpy(n)) for n in noise]
         totals.append(sum(read(step(x[s * family.batch_size:(s + 1) * family.batch_size], noise))))
     native_loss = float(np.mean(totals))
@@ -810,7 +823,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="torch: torch.compile the native step")
     parser.add_argument("--steps-per-execution", type=int, default=None)
-    parser.add_argument("--jit-compile", default=None, choices=["auto", "true", "false"])
+    parser.add_argument("--jit-compile", default=None, choices=["auto", "true", "false"],
+                        help="the zoo model's compile(jit_compile=...); on torch, true is "
+                        "the core's Inductor-compiled training step")
     parser.add_argument("--no-sampling", action="store_true")
     args = parser.parse_args(argv)
     settings = {}
