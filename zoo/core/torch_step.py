@@ -62,13 +62,21 @@ class _Untraceable(Exception):
 # Counter-based random numbers from the seed state, as tensor operations.
 
 
+def _times(x, c):
+    # `x * c mod 2**32` for 32-bit x and c with no intermediate past 2**48:
+    # int64 overflow is undefined in the compiled C++ and must not happen.
+    low = x * (c & 0xFFFF)
+    high = ((x * (c >> 16)) & 0xFFFF) << 16
+    return (low + high) & _MASK
+
+
 def _mix(x):
     # "lowbias32" (C. Wellons): a 32-bit integer hash, in int64 masked to 32
     # bits so it needs no unsigned types.
     x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _MASK
+    x = _times(x, 0x7FEB352D)
     x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & _MASK
+    x = _times(x, 0x846CA68B)
     return x ^ (x >> 16)
 
 
@@ -76,7 +84,9 @@ def _random_bits(seed, count, device):
     """`count` 32-bit random integers (int64) from a 2-element seed tensor."""
     from keras.src.random.seed_generator import draw_seed
 
-    seed = torch.as_tensor(draw_seed(seed)).to(torch.int64) & _MASK
+    if not isinstance(seed, torch.Tensor):
+        seed = draw_seed(seed)
+    seed = seed.to(torch.int64) & _MASK
     key1 = _mix(seed[0] ^ 0x9E3779B9)
     key2 = _mix(key1 ^ _mix((seed[1] + 0x632BE5AB) & _MASK))
     counter = torch.arange(count, dtype=torch.int64, device=device)
@@ -337,6 +347,9 @@ class CompiledStep:
             finally:
                 _local.tracing = False
             known = {id(v) for v in variables}
+            in_place = set()
+            if self.training:
+                in_place = {id(v) for v in model.optimizer.variables}
             stray = [k for k in scope.state_mapping if k not in known]
             if stray:
                 raise _Untraceable(
@@ -347,7 +360,11 @@ class CompiledStep:
             changed, outputs = [], []
             for k, variable in enumerate(variables):
                 new = scope.get_current_value(variable)
-                if new is values[k] and new._version == versions[k]:
+                # Optimizers update their slots in place with `_foreach_*`
+                # ops, which do not bump a traced tensor's version: always
+                # outputs.
+                if (new is values[k] and new._version == versions[k]
+                        and id(variable) not in in_place):
                     continue
                 changed.append(k)
                 outputs.append(new.detach().to(args[k].dtype))
