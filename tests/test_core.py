@@ -448,3 +448,15 @@ def test_compiled_function_rejects_a_bad_seed():
     model = LoopSampler()
     with pytest.raises(ValueError, match=r"`seed` must be an int"):
         model.draws(2, seed=1.5)
+
+
+def test_compiles_steps_says_when_a_loop_compiles_its_steps():
+    from zoo.core import LONG_LOOP, compiles_steps
+
+    assert compiles_steps(True, 1) is True
+    assert compiles_steps(False, 10 * LONG_LOOP) is False
+    assert compiles_steps("auto", LONG_LOOP) is False
+    assert compiles_steps("auto", LONG_LOOP + 1) is True
+    assert compiles_steps("auto", 5, compiled_before=True) is True
+    with pytest.raises(ValueError, match=r'`jit_compile` must be "auto", True or False'):
+        compiles_steps("yes", 5)

@@ -45,9 +45,50 @@ def compile_step(model, fn, jit_compile=None):
     return backend_module().compile_step(model, fn, jit_compile=jit_compile)
 
 
+def compile_loop(model, fn, jit_compile=None, unroll=1):
+    """`loop(lower, upper, state)`: `keras.ops.fori_loop(lower, upper,
+    compile_step(model, fn, jit_compile), state)`, for use inside a function
+    compiled by `model.compile_function`, with `fn` written as
+    `compile_step` asks.
+
+    On PyTorch with `jit_compile=True`, `unroll` > 1 traces `unroll`
+    consecutive iterations into one compiled call (for small steps, whose
+    time is mostly the call: faster per iteration, slower to compile) and
+    runs the last `(upper - lower) % unroll` iterations eagerly. Elsewhere
+    `unroll` changes nothing.
+    """
+    unroll = int(unroll)
+    if unroll < 1:
+        raise ValueError(f"`unroll` must be >= 1; received {unroll}.")
+    return backend_module().compile_loop(model, fn, jit_compile=jit_compile, unroll=unroll)
+
+
+# `jit_compile="auto"` compiles the steps of loops longer than this.
+LONG_LOOP = 100
+
+
+def compiles_steps(jit_compile, num_steps, compiled_before=False):
+    """Whether a sampling or generation loop of `num_steps` steps should
+    compile its steps (the `jit_compile` to give `compile_step` /
+    `compile_loop`) under a user's `jit_compile` setting: True always, False
+    never, `"auto"` for loops of more than `LONG_LOOP` steps or when this
+    loop's steps were compiled before (compiling takes seconds to a minute on
+    PyTorch and pays off over a few hundred steps; elsewhere the loop
+    compiles whole anyway). Anything else is a clear error.
+    """
+    if not (isinstance(jit_compile, bool) or jit_compile == "auto"):
+        raise ValueError(
+            f'`jit_compile` must be "auto", True or False; received {jit_compile!r}.'
+        )
+    if jit_compile == "auto":
+        return num_steps > LONG_LOOP or bool(compiled_before)
+    return jit_compile
+
+
 from zoo.core.multi_optimizer import MultiOptimizer  # noqa: E402
 from zoo.core.model import GenerativeModel  # noqa: E402
 
 __all__ = [
-    "GenerativeModel", "MultiOptimizer", "backend_module", "backend_name", "compile_step",
+    "GenerativeModel", "MultiOptimizer", "backend_module", "backend_name", "compile_loop",
+    "compile_step", "compiles_steps",
 ]

@@ -83,7 +83,7 @@ def _small_matmul(a, b):
     return NotImplemented
 
 
-def compile_step(model, fn, jit_compile=None):
+def compile_step(model, fn, jit_compile=None, stride=1):
     """`fn(i, state)` traced once into an aten graph (`make_fx`, on fake
     tensors) with the model's weights and the loop index as inputs, and
     compiled by TorchInductor with its C++ wrapper: no Keras or Python
@@ -96,6 +96,7 @@ def compile_step(model, fn, jit_compile=None):
     updated at one position is not copied at every step. Only a tensor that
     the previous iteration (`i - 1`) returned is reused so; a state handed
     in from outside is copied first, so the caller's tensors never change.
+    (`stride`: the index advances by this much per call, see `compile_loop`.)
     """
     if jit_compile is not True:
         return fn
@@ -161,7 +162,7 @@ def compile_step(model, fn, jit_compile=None):
             trace(list(args), spec)
         # A donated input is written in place: only the previous
         # iteration's own result may be, anything else is copied first.
-        last = compiled["last"] if compiled["last_index"] == i - 1 else ()
+        last = compiled["last"] if compiled["last_index"] == i - stride else ()
         for k, ref in zip(compiled["donated"], last or [None] * len(compiled["donated"])):
             if ref is None or ref() is not args[k]:
                 args[k] = args[k].clone()
@@ -172,6 +173,36 @@ def compile_step(model, fn, jit_compile=None):
         return optree.tree_unflatten(compiled["spec"], out)
 
     return step
+
+
+def compile_loop(model, fn, jit_compile=None, unroll=1):
+    if jit_compile is not True or unroll == 1:
+        step = compile_step(model, fn, jit_compile)
+        return lambda lower, upper, state: _python_loop(step, lower, upper, state)
+
+    def unrolled(i, state):
+        for j in range(unroll):
+            state = fn(i + j, state)
+        return state
+
+    # `unroll` iterations per compiled call: the call, not the arithmetic,
+    # is most of a small step's time. The last (upper - lower) % unroll
+    # iterations run eagerly rather than compiling a second graph.
+    step = compile_step(model, unrolled, True, stride=unroll)
+
+    def loop(lower, upper, state):
+        full = lower + (upper - lower) // unroll * unroll
+        state = _python_loop(step, lower, full, state, unroll)
+        eager = lambda i, state: fn(torch.as_tensor(i, dtype=torch.int32), state)  # noqa: E731
+        return _python_loop(eager, full, upper, state)
+
+    return loop
+
+
+def _python_loop(step, lower, upper, state, stride=1):
+    for i in range(lower, upper, stride):
+        state = step(i, state)
+    return state
 
 
 # Hooks for callbacks: the parameters hold the live weights at all times.
