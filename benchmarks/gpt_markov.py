@@ -16,8 +16,9 @@ tokens per second = batch * 256 / seconds, compilation excluded (one warm-up
 call per setting, reported as `first_call_seconds`, then the best of
 `--repeats` with the cache, one timed call without), for batch 1 and 8, with
 the cache and without (the whole sequence recomputed at every step).
-`--jit-compile true` on PyTorch compiles each token's step with TorchInductor
-(`GPT.generate(..., jit_compile=True)`); "auto" runs it eagerly there. On a
+`--jit-compile` is `GPT.generate`'s: on PyTorch "auto" compiles the steps
+with TorchInductor for these 256-token runs (as true does), false runs them
+eagerly. On a
 small CPU machine run PyTorch with `OMP_NUM_THREADS=1`: its thread pool spins
 on ops this small.
 
@@ -26,7 +27,7 @@ Usage (one backend per run):
     KERAS_BACKEND=jax python benchmarks/gpt_markov.py
     KERAS_BACKEND=torch python benchmarks/gpt_markov.py --json torch.json
     KERAS_BACKEND=torch OMP_NUM_THREADS=1 python benchmarks/gpt_markov.py \
-        --skip-training --jit-compile true        # speed only, compiled steps
+        --skip-training --jit-compile false       # speed only, eager steps
     python benchmarks/gpt_markov.py --quick   # a smoke run: tiny and short
 """
 

@@ -229,9 +229,11 @@ def test_compiled_steps_agree(which, request):
     # follow the loop index in the compiled step (not stay at the traced one).
     model = request.getfixturevalue(which)
     model = model[0] if isinstance(model, tuple) else model
-    auto, auto_logits = model.generate(PROMPT, 8, temperature=0, return_logits=True)
+    # 10 new tokens: on PyTorch two compiled calls of 4 (the cached loop's
+    # unrolling) and 2 eager steps.
+    auto, auto_logits = model.generate(PROMPT, 10, temperature=0, return_logits=True)
     compiled, logits = model.generate(
-        PROMPT, 8, temperature=0, return_logits=True, jit_compile=True
+        PROMPT, 10, temperature=0, return_logits=True, jit_compile=True
     )
     np.testing.assert_array_equal(compiled, auto)
     np.testing.assert_allclose(logits, auto_logits, atol=1e-4)
@@ -240,7 +242,7 @@ def test_compiled_steps_agree(which, request):
 def test_compile_step_leaves_the_callers_state_alone(trained):
     # On PyTorch the compiled step updates a loop's carry in place, but only
     # the carry it returned itself: the state handed to the loop is copied.
-    from zoo.core import compile_step
+    from zoo.core import compile_loop, compile_step
 
     def fn(i, state):
         x, total = state
@@ -257,6 +259,19 @@ def test_compile_step_leaves_the_callers_state_alone(trained):
         np.testing.assert_allclose(ops.convert_to_numpy(total), 0 + 0 + 1 + 3 + 6 + 10)
     np.testing.assert_array_equal(ops.convert_to_numpy(state[0]), x0)
     np.testing.assert_array_equal(ops.convert_to_numpy(state[1]), t0)
+    # Unrolled: 4 iterations per compiled call, the last 2 eagerly; the
+    # same loop from another start, too.
+    loop = compile_loop(trained, fn, jit_compile=True, unroll=4)
+    for lower in (0, 1, 0):
+        x, total = loop(lower, 6, state)
+        expected = np.zeros(6, np.float32)
+        expected[lower:] = np.arange(lower, 6)
+        np.testing.assert_allclose(ops.convert_to_numpy(x), [expected])
+        sums = np.cumsum(np.concatenate([[0.0], expected]))[lower:6]
+        np.testing.assert_allclose(ops.convert_to_numpy(total), sums.sum())
+    np.testing.assert_array_equal(ops.convert_to_numpy(state[0]), x0)
+    with pytest.raises(ValueError, match=r"`unroll` must be >= 1; received 0"):
+        compile_loop(trained, fn, unroll=0)
 
 
 def test_temperature_zero_is_greedy(trained):

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from zoo.core import GenerativeModel, compile_step
+from zoo.core import GenerativeModel, compile_step, compiles_steps
 from zoo.diffusion.samplers import coefficients
 from zoo.diffusion.schedules import SCHEDULES, alphas_cumprod
 from zoo.layers.denoisers import mlp_denoiser, unet_denoiser
@@ -361,10 +361,6 @@ class DDPM(GenerativeModel):
         num_samples = int(num_samples)
         if num_samples < 1:
             raise ValueError(f"`num_samples` must be >= 1; received {num_samples}.")
-        if not (isinstance(jit_compile, bool) or jit_compile == "auto"):
-            raise ValueError(
-                f'`jit_compile` must be "auto", True or False; received {jit_compile!r}.'
-            )
         ts, table = coefficients(sampler, self.alphas_cumprod, steps, eta)
         labels = self._check_labels(labels, guidance_scale, num_samples)
         clip = len(self.data_shape) == 3 if clip_denoised is None else bool(clip_denoised)
@@ -384,11 +380,8 @@ class DDPM(GenerativeModel):
         )
         long_run = len(ts) > _LONG_RUN
         guided = guidance_scale is not None
-        # Compiling a step takes seconds (PyTorch: 10-40 s here) and makes
-        # each step 5-8x faster: by default only for long runs, or once done.
-        compile_steps = jit_compile is True or (
-            jit_compile == "auto"
-            and (long_run or (num_samples, guided, clip, True) in self._steps)
+        compile_steps = compiles_steps(
+            jit_compile, len(ts), (num_samples, guided, clip, True) in self._steps
         )
         chunk = len(ts) if not (long_run or return_trajectory) else math.ceil(len(ts) / _CHUNKS)
         show = long_run if verbose == "auto" else bool(verbose)

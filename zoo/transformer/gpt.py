@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from zoo.core import GenerativeModel, compile_step
+from zoo.core import GenerativeModel, compile_loop, compiles_steps
 from zoo.layers.transformer_block import TransformerBlock
 
 _POSITION_EMBEDDINGS = ("learned", "rotary")
@@ -76,8 +76,9 @@ class GPT(GenerativeModel):
 
     `generate(prompt, max_new_tokens, ...)` decodes with a key/value cache
     preallocated to the needed length, in a loop compiled once per setting
-    (`jax.jit` on JAX, an XLA `tf.function` on TensorFlow; on PyTorch eager,
-    or with `jit_compile=True` a step compiled by TorchInductor).
+    (`jax.jit` on JAX, an XLA `tf.function` on TensorFlow; on PyTorch steps
+    compiled by TorchInductor for long runs or with `jit_compile=True`,
+    eager otherwise).
     `log_prob(tokens)` is each sequence's log-likelihood given its first
     token. With a `tokenizer` both also take and give text.
 
@@ -571,20 +572,20 @@ class GPT(GenerativeModel):
         return ops.minimum(token, self.vocab_size - 1)
 
     def _decoder(self, batch, first, total, use_cache, greedy, top_k, use_top_p,
-                 return_logits, jit_compile):
+                 return_logits, jit_compile, compile_steps):
         """The compiled loop for one static setting: fills positions
         `first..total-1` of a `(batch, total)` token buffer."""
         # Every shape is in the key, so no compiled function ever sees two
         # shapes (TensorFlow would relax them to unknown ones).
         key = (batch, first, total, use_cache, greedy, top_k, use_top_p, return_logits,
-               jit_compile)
+               jit_compile, compile_steps)
         if key in self._decoders:
             return self._decoders[key]
         steps = total - first
 
         def step(i, state):
             # One token, with every tensor it reads in `state` and every
-            # shape static, so that `compile_step` compiles it once (the
+            # shape static, so that `compile_loop` compiles it once (the
             # loop index is a tensor there, not a constant).
             buffer, caches, all_logits, prompt_lengths, temperature, top_p, uniforms = state
             if use_cache:
@@ -613,7 +614,9 @@ class GPT(GenerativeModel):
                 )
             return buffer, caches, all_logits, prompt_lengths, temperature, top_p, uniforms
 
-        compiled_step = compile_step(self, step, jit_compile=jit_compile)
+        # With the cache a token's step is small and its compiled call's
+        # overhead dominates on PyTorch: four tokens per call there.
+        loop = compile_loop(self, step, jit_compile=compile_steps, unroll=4 if use_cache else 1)
 
         def decode(buffer, prompt_lengths, temperature, top_p):
             buffer = ops.convert_to_tensor(buffer, "int32")
@@ -640,7 +643,7 @@ class GPT(GenerativeModel):
                         buffer[:, : first - 1], caches=caches, cache_index=0
                     )
             state = (buffer, caches, all_logits, prompt_lengths, temperature, top_p, uniforms)
-            state = ops.fori_loop(first - 1, total - 1, compiled_step, state)
+            state = loop(first - 1, total - 1, state)
             return state[0], state[2]
 
         self._decoders[key] = self.compile_function(decode, jit_compile=jit_compile)
@@ -676,14 +679,17 @@ class GPT(GenerativeModel):
             return_logits: also return the logits (before temperature and
                 filtering) that each decoded position was predicted from.
             jit_compile: how the decoding loop compiles. `"auto"`: the whole
-                loop by XLA on JAX and TensorFlow, eager steps on PyTorch.
-                True: the same on JAX and TensorFlow, and on PyTorch each
-                token's step traced once and compiled by TorchInductor
-                (several times faster per token, after 20-45 s of
+                loop by XLA on JAX and TensorFlow; on PyTorch, where the
+                loop runs in Python, the steps compiled by TorchInductor
+                (as with True) for runs of more than 100 steps or once they
+                are compiled for these shapes and settings, eager steps
+                otherwise. True: the same on JAX and TensorFlow, and on
+                PyTorch the per-token step traced once and compiled by
+                TorchInductor, four tokens per compiled call with the cache
+                (10-100x faster per token than eager, after 20-45 s of
                 compilation per setting on a small CPU, a few seconds when
-                Inductor's on-disk cache holds it: for long or repeated
-                generation). False:
-                no XLA on TensorFlow, no `jax.jit` on JAX (slow; debugging).
+                Inductor's on-disk cache holds it). False: no XLA on
+                TensorFlow, no `jax.jit` on JAX, eager PyTorch (debugging).
 
         Returns:
             The prompts followed by their new tokens, in the prompt's form:
@@ -703,10 +709,7 @@ class GPT(GenerativeModel):
             top_p = _check_float(top_p, "top_p", 0.0, 1.0, low_open=True)
         if not isinstance(use_cache, bool):
             raise ValueError(f"`use_cache` must be True or False; received {use_cache!r}.")
-        if not (isinstance(jit_compile, bool) or jit_compile == "auto"):
-            raise ValueError(
-                f'`jit_compile` must be "auto", True or False; received {jit_compile!r}.'
-            )
+        compiles_steps(jit_compile, 0)  # checks the setting before the work
         lengths = np.array([len(r) for r in rows], dtype=np.int32)
         if lengths.min() < 1:
             raise ValueError("Every prompt needs at least one token; received an empty one.")
@@ -724,10 +727,13 @@ class GPT(GenerativeModel):
 
         greedy = temperature == 0.0
         use_top_p = top_p is not None and top_p < 1.0
-        decode = self._decoder(
-            len(rows), int(lengths.min()), total, use_cache, greedy, top_k,
-            use_top_p, bool(return_logits), jit_compile,
+        first = int(lengths.min())
+        settings = (len(rows), first, total, use_cache, greedy, top_k, use_top_p,
+                    bool(return_logits), jit_compile)
+        compile_steps = compiles_steps(
+            jit_compile, total - first, settings + (True,) in self._decoders
         )
+        decode = self._decoder(*settings, compile_steps)
         # Temperature and top_p are tensors, not constants of the compiled
         # loop: changing them compiles nothing new.
         tokens, logits = decode(
