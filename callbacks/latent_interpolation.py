@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from callbacks import _common
+from zoo.core.tensorboard import TensorBoardImages
 
 
 def interpolate(z0, z1, steps, method="slerp"):
@@ -96,7 +97,7 @@ class LatentInterpolation(keras.callbacks.Callback):
         self.labels = labels
         self._tensorboard = (
             None if log_dir is None
-            else _common.TensorBoardImages(
+            else TensorBoardImages(
                 _common.check_directory(log_dir, "log_dir"), "LatentInterpolation")
         )
         self.paths = []

@@ -5,6 +5,7 @@ import os
 import keras
 
 from callbacks import _common
+from zoo.core.tensorboard import TensorBoardImages
 
 
 class SampleGrid(keras.callbacks.Callback):
@@ -54,7 +55,7 @@ class SampleGrid(keras.callbacks.Callback):
         self._tensorboard = (
             None
             if log_dir is None
-            else _common.TensorBoardImages(
+            else TensorBoardImages(
                 _common.check_directory(log_dir, "log_dir"), "SampleGrid"
             )
         )
