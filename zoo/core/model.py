@@ -453,29 +453,25 @@ class GenerativeModel(keras.Model):
     def train_step(self, *args):
         return backend_module().train_step(self, *args)
 
-    def _compiled_step_maker(self, kind):
+    def _make_step_function(self, kind, force):
         # PyTorch with `jit_compile=True`: the core's traced, Inductor-compiled
         # step instead of Keras's `torch.compile` of the eager step.
         settings = getattr(self, "_compile_settings", {})
-        if settings.get("jit_compile") is not True or settings.get("run_eagerly"):
-            return None
-        return getattr(backend_module(), f"make_{kind}_function", None)
+        maker = None
+        if settings.get("jit_compile") is True and not settings.get("run_eagerly"):
+            maker = getattr(backend_module(), f"make_{kind}_function", None)
+        if maker is None:
+            return getattr(super(), f"make_{kind}_function")(force=force)
+        attribute = f"{kind}_function"
+        if getattr(self, attribute) is None or force:
+            setattr(self, attribute, maker(self))
+        return getattr(self, attribute)
 
     def make_train_function(self, force=False):
-        maker = self._compiled_step_maker("train")
-        if maker is None:
-            return super().make_train_function(force=force)
-        if self.train_function is None or force:
-            self.train_function = maker(self)
-        return self.train_function
+        return self._make_step_function("train", force)
 
     def make_test_function(self, force=False):
-        maker = self._compiled_step_maker("test")
-        if maker is None:
-            return super().make_test_function(force=force)
-        if self.test_function is None or force:
-            self.test_function = maker(self)
-        return self.test_function
+        return self._make_step_function("test", force)
 
     def __setattr__(self, name, value):
         # Keras's JAX trainer stores the live state here after every step;
