@@ -60,7 +60,12 @@ def compile_loop(model, fn, jit_compile=None, unroll=1):
     unroll = int(unroll)
     if unroll < 1:
         raise ValueError(f"`unroll` must be >= 1; received {unroll}.")
-    return backend_module().compile_loop(model, fn, jit_compile=jit_compile, unroll=unroll)
+    module = backend_module()
+    if hasattr(module, "compile_loop"):  # PyTorch, whose loops run in Python
+        return module.compile_loop(model, fn, jit_compile=jit_compile, unroll=unroll)
+    # JAX, TensorFlow: the loop compiles whole with the function around it.
+    step = compile_step(model, fn, jit_compile=jit_compile)
+    return lambda lower, upper, state: keras.ops.fori_loop(lower, upper, step, state)
 
 
 # `jit_compile="auto"` compiles the steps of loops longer than this.

@@ -19,7 +19,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-from keras import StatelessScope, ops
+from keras import StatelessScope
 
 # The variables threaded through the step being traced (innermost last).
 _threaded = []
@@ -155,11 +155,6 @@ def compile_function(model, fn, seed_state, jit_compile=None):
 def compile_step(model, fn, jit_compile=None):
     # The loop around the step is compiled whole by `compile_function`.
     return fn
-
-
-def compile_loop(model, fn, jit_compile=None, unroll=1):
-    # Compiled whole with the function around it; XLA needs no unrolling.
-    return lambda lower, upper, state: ops.fori_loop(lower, upper, fn, state)
 
 
 # Hooks for callbacks. During `fit` Keras keeps the live state in

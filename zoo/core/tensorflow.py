@@ -5,7 +5,6 @@ inside the tape of `minimize`, which differentiates through it.
 """
 
 import tensorflow as tf
-from keras import ops
 
 
 def train_step(model, data):
@@ -54,11 +53,6 @@ def compile_function(model, fn, seed_state, jit_compile=None):
 def compile_step(model, fn, jit_compile=None):
     # The loop around the step is compiled whole by `compile_function`.
     return fn
-
-
-def compile_loop(model, fn, jit_compile=None, unroll=1):
-    # Compiled whole with the function around it; XLA needs no unrolling.
-    return lambda lower, upper, state: ops.fori_loop(lower, upper, fn, state)
 
 
 # Hooks for callbacks: the variables hold the live weights at all times.

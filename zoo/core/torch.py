@@ -193,8 +193,7 @@ def compile_loop(model, fn, jit_compile=None, unroll=1):
     def loop(lower, upper, state):
         full = lower + (upper - lower) // unroll * unroll
         state = _python_loop(step, lower, full, state, unroll)
-        eager = lambda i, state: fn(torch.as_tensor(i, dtype=torch.int32), state)  # noqa: E731
-        return _python_loop(eager, full, upper, state)
+        return _python_loop(fn, full, upper, state)
 
     return loop
 
