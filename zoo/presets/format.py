@@ -152,15 +152,12 @@ def save_to_preset(model, directory, metadata=None, overwrite=False):
         # loading will rebuild it: that proves the config round-trips, and
         # leaves out the optimizer's state (a preset is for inference and
         # fine-tuning; `model.save` keeps the optimizer for resuming).
-        try:
-            copy = keras.saving.deserialize_keras_object(config, safe_mode=True)
-        except Exception as error:
-            raise PresetError(
-                f"Cannot save this {type(model).__name__} as a preset: its config "
-                f"does not load back in safe mode, as every preset is loaded "
-                f"({error}). Build it from registered layers, without Lambda "
-                "layers holding Python functions."
-            ) from error
+        copy = _build(config, lambda error: (
+            f"Cannot save this {type(model).__name__} as a preset: its config "
+            f"does not load back in safe mode, as every preset is loaded "
+            f"({error}). Build it from registered layers, without Lambda "
+            "layers holding Python functions."
+        ))
         copy._assert_networks_built()
         copy.set_weights(model.get_weights())
         copy.save_weights(os.path.join(tmp, WEIGHTS_FILE))
@@ -273,6 +270,15 @@ def resolve_class(directory, config, expected_class=None):
     return cls
 
 
+def _build(config, message):
+    """The model of a config, in safe mode as every preset is loaded; any
+    failure is a `PresetError` saying `message(error)`."""
+    try:
+        return keras.saving.deserialize_keras_object(config, safe_mode=True)
+    except Exception as error:
+        raise PresetError(message(error)) from error
+
+
 def load_from_directory(directory, load_weights=True, expected_class=None):
     """Builds the model of the preset at `directory`; see the module doc."""
     metadata = read_metadata(directory)
@@ -283,13 +289,10 @@ def load_from_directory(directory, load_weights=True, expected_class=None):
         except ValueError as error:
             raise PresetError(f"{CONFIG_FILE} of {directory!r} is not JSON: {error}") from error
     cls = resolve_class(directory, config, expected_class)
-    try:
-        model = keras.saving.deserialize_keras_object(config, safe_mode=True)
-    except Exception as error:
-        raise PresetError(
-            f"Could not build the {cls.__name__} of the preset at {directory!r} "
-            f"from its {CONFIG_FILE}: {error}"
-        ) from error
+    model = _build(config, lambda error: (
+        f"Could not build the {cls.__name__} of the preset at {directory!r} "
+        f"from its {CONFIG_FILE}: {error}"
+    ))
     if type(model) is not cls:
         raise PresetError(
             f"{CONFIG_FILE} of {directory!r} built a {type(model).__name__}, "
