@@ -31,6 +31,7 @@ class TinyGAN(GenerativeModel):
         self.discriminator = mlp(2, 1, batch_norm=batch_norm, name="discriminator")
         self.traces = 0  # Python-side count of how often the step logic runs.
         self.eager_flags = []
+        self.outer_graphs = []  # TensorFlow: the graph around the step's
 
     def players(self):
         return {"generator": self.generator, "discriminator": self.discriminator}
@@ -60,6 +61,8 @@ class TinyGAN(GenerativeModel):
             import tensorflow as tf
 
             self.eager_flags.append(tf.executing_eagerly())
+            outer = getattr(tf.compat.v1.get_default_graph(), "outer_graph", None)
+            self.outer_graphs.append(getattr(outer, "name", None))
         for _ in range(self.critic_steps):
             d_loss = self.minimize("discriminator", lambda: self.discriminator_loss(x))
         g_loss = self.minimize("generator", lambda: self.generator_loss(ops.shape(x)[0]))

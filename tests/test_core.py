@@ -193,6 +193,29 @@ def test_step_is_traced_once_and_compiled():
         assert model.eager_flags == [False]
 
 
+def test_a_smaller_last_batch_and_a_later_fit_reuse_the_traced_step():
+    # TensorFlow: the core's step function is traced once for the dataset's
+    # element spec (batch dimension unknown); JAX compiles per batch shape;
+    # PyTorch runs these short fits eagerly, once per batch.
+    model = TinyGAN(seed=0)
+    model.compile()
+    x = toy_data(72)  # 4 batches of 16, then one of 8
+    model.fit(x, batch_size=16, epochs=2, verbose=0)
+    model.fit(x, batch_size=16, epochs=1, verbose=0)
+    expected = {"tensorflow": 1, "jax": 2, "torch": 15}[BACKEND]
+    assert model.traces == expected, f"the step was traced {model.traces} times"
+    if BACKEND == "tensorflow":
+        # The core's function (batch read eagerly, fed to the traced step),
+        # not Keras's, which nests the step in a `tf.function` of the iterator.
+        assert model.outer_graphs == [None]
+    # One batch at a time (`train_on_batch`): one more trace, then reused.
+    for _ in range(2):
+        logs = model.train_on_batch(x[:16], return_dict=True)
+    assert np.isfinite(logs["loss"])
+    expected = {"tensorflow": 2, "jax": 3, "torch": 17}[BACKEND]
+    assert model.traces == expected, f"the step was traced {model.traces} times"
+
+
 # (h) save / load restores weights and every optimizer's state.
 def test_fit_resumes_exactly_after_save_and_load(tmp_path):
     x = toy_data(64)

@@ -1,5 +1,6 @@
 """`GenerativeModel`: a training step written once, run on every backend."""
 
+import inspect
 import warnings
 
 import keras
@@ -8,6 +9,9 @@ from keras import ops
 
 from zoo.core import backend_module
 from zoo.core.multi_optimizer import MultiOptimizer
+
+
+_FIT_SIGNATURE = inspect.signature(keras.Model.fit)
 
 
 class GenerativeModel(keras.Model):
@@ -358,7 +362,11 @@ class GenerativeModel(keras.Model):
                 step once per batch shape and compiles it with
                 TorchInductor (`zoo/core/torch_step.py`) instead of Keras's
                 `torch.compile`; the first step then takes 20 s to minutes
-                on a small CPU. The default ("auto") is eager on PyTorch.
+                on a small CPU. The default ("auto") does the same on
+                PyTorch for a `fit` planned for at least `zoo.core.LONG_FIT`
+                (10,000) steps, and every `fit` after it, compiling the
+                first batch shape only; shorter fits run eagerly. On
+                TensorFlow and JAX "auto" is Keras's rule.
             auto_scale_loss: under a `mixed_float16` policy, wrap each
                 player's optimizer in a `keras.optimizers.LossScaleOptimizer`.
         """
@@ -454,21 +462,33 @@ class GenerativeModel(keras.Model):
         return backend_module().train_step(self, *args)
 
     def _make_step_function(self, kind, force):
-        # PyTorch with `jit_compile=True`: the core's traced, Inductor-compiled
-        # step instead of Keras's `torch.compile` of the eager step.
-        settings = getattr(self, "_compile_settings", {})
-        maker = None
-        if settings.get("jit_compile") is True and not settings.get("run_eagerly"):
-            maker = getattr(backend_module(), f"make_{kind}_function", None)
-        if maker is None:
-            return getattr(super(), f"make_{kind}_function")(force=force)
+        # The backend's own train/test function where it has one for these
+        # settings (`zoo.core.tensorflow`, `zoo.core.torch_step`), else
+        # Keras's.
         attribute = f"{kind}_function"
-        if getattr(self, attribute) is None or force:
-            setattr(self, attribute, maker(self))
-        return getattr(self, attribute)
+        if getattr(self, attribute) is not None and not force:
+            return getattr(self, attribute)
+        maker = getattr(backend_module(), f"make_{kind}_function", None)
+        function = maker(self) if maker is not None else None
+        if function is None:
+            return getattr(super(), f"make_{kind}_function")(force=force)
+        setattr(self, attribute, function)
+        return function
 
     def make_train_function(self, force=False):
         return self._make_step_function("train", force)
+
+    def fit(self, *args, **kwargs):
+        # The backend's own callbacks, if any, join the caller's (PyTorch's
+        # "auto" step needs the number of steps `fit` plans).
+        extra = getattr(backend_module(), "fit_callbacks", None)
+        if extra is not None:
+            bound = _FIT_SIGNATURE.bind(self, *args, **kwargs)
+            callbacks = bound.arguments.get("callbacks")
+            if not isinstance(callbacks, keras.callbacks.CallbackList):
+                bound.arguments["callbacks"] = [*(callbacks or []), *extra(self)]
+                return super().fit(*bound.args[1:], **bound.kwargs)
+        return super().fit(*args, **kwargs)
 
     def make_test_function(self, force=False):
         return self._make_step_function("test", force)
