@@ -95,6 +95,49 @@ def test_compiled_step_draws_new_noise_every_step_and_is_seeded():
     assert first != other
 
 
+def test_auto_compiles_the_training_step_of_long_fits_only(monkeypatch):
+    # On PyTorch the default `jit_compile="auto"` compiles a `fit` planned
+    # for `LONG_FIT` steps or more (its first batch shape; a smaller last
+    # batch runs eagerly, without a warning), and every later `fit`; the
+    # compiled step draws the counter-based noise, so the losses tell which
+    # step ran. Elsewhere "auto" is Keras's own compiled step at any length.
+    import zoo.core
+
+    monkeypatch.setattr(zoo.core, "LONG_FIT", 8)
+
+    def losses(n, epochs, model=None, **settings):
+        if model is None:
+            model = NoiseProbe(seed=3)
+            model.compile(optimizer=keras.optimizers.SGD(0.0), **settings)
+        seen = []
+        record = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda batch, logs: seen.append(float(logs["loss"]))
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            # Positional `callbacks`, as `keras.Model.fit` allows.
+            model.fit(toy_data(n), None, 8, epochs, 0, [record], shuffle=False)
+        return np.array(seen), model
+
+    # (The logs are each epoch's running means of the noise.)
+    eager, _ = losses(32, 2, run_eagerly=True)  # 2 epochs of 4 batches of 8
+    short, _ = losses(32, 1)  # 4 steps: eager on PyTorch
+    np.testing.assert_allclose(short, eager[:4], rtol=1e-6)
+    auto, model = losses(32, 2)  # 8 steps
+    if BACKEND != "torch":
+        np.testing.assert_allclose(auto, eager, rtol=1e-6)
+        return
+    compiled, _ = losses(32, 3, jit_compile=True)
+    np.testing.assert_allclose(auto, compiled[:8], rtol=1e-6)
+    assert not np.allclose(auto[:4], eager[:4])
+    # A short `fit` after a long one keeps the compiled step.
+    later, _ = losses(32, 1, model=model)
+    np.testing.assert_allclose(later, compiled[8:], rtol=1e-6)
+    # 2 x (4 batches of 8, 1 of 4): the batches of 4 run eagerly.
+    uneven, _ = losses(36, 2)
+    np.testing.assert_allclose(uneven[:4], compiled[:4], rtol=1e-6)
+
+
 def test_compiled_step_keeps_optimizer_state_trackers_and_iterations():
     model = Counter()
     model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=True)

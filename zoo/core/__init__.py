@@ -71,6 +71,13 @@ def compile_loop(model, fn, jit_compile=None, unroll=1):
 # `jit_compile="auto"` compiles the steps of loops longer than this.
 LONG_LOOP = 100
 
+# On PyTorch, `compile(jit_compile="auto")` compiles the training step of a
+# `fit` planned for at least this many steps (`zoo.core.torch_step.AutoStep`).
+# Compiling costs 25-85 s per model on a 2-core CPU (3-10 s from Inductor's
+# disk cache) and saved 4-13 ms per step against eager Keras there (README,
+# Performance): 10,000 steps pay for it in every family measured.
+LONG_FIT = 10_000
+
 
 def compiles_steps(jit_compile, num_steps, compiled_before=False):
     """Whether a sampling or generation loop of `num_steps` steps should
@@ -94,6 +101,6 @@ from zoo.core.multi_optimizer import MultiOptimizer  # noqa: E402
 from zoo.core.model import GenerativeModel  # noqa: E402
 
 __all__ = [
-    "GenerativeModel", "MultiOptimizer", "backend_module", "backend_name", "compile_loop",
+    "GenerativeModel", "LONG_FIT", "LONG_LOOP", "MultiOptimizer", "backend_module", "backend_name", "compile_loop",
     "compile_step", "compiles_steps",
 ]

@@ -38,6 +38,7 @@ import math
 import threading
 import warnings
 
+import keras
 import optree
 import torch
 from keras import StatelessScope
@@ -240,11 +241,12 @@ class CompiledStep:
     fallback. Call it as Keras's torch trainer calls its step function:
     `step(data)` with `data` a one-element list holding the batch."""
 
-    max_signatures = 4
-
-    def __init__(self, model, training=True):
+    def __init__(self, model, training=True, max_signatures=4, warn=True):
         self.model = model
         self.training = training
+        # More batch shapes than this run eagerly, with a warning if `warn`.
+        self.max_signatures = max_signatures
+        self.warn = warn
         self.cache = {}
         self.variables = None
         self.fallback = None  # the reason, once the step has fallen back
@@ -275,6 +277,8 @@ class CompiledStep:
         entry = self.cache.get(key)
         if entry is None:
             if len(self.cache) >= self.max_signatures:
+                if not self.warn:
+                    return self.eager(data)
                 warnings.warn(
                     f"{type(self.model).__name__}: more than {self.max_signatures} "
                     "different batch shapes; the compiled step runs them "
@@ -387,12 +391,76 @@ class CompiledStep:
         return fn, meta["changed"], meta["log_spec"]
 
 
+class FitLength(keras.callbacks.Callback):
+    """Tells the model how many training steps the running `fit` plans:
+    `model._planned_fit = (token, steps or None)`, set before its first
+    step (`steps` is None where the number of batches is unknown)."""
+
+    def on_train_begin(self, logs=None):
+        self.token = object()
+        self._plan(None)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.model._planned_fit[1] is None and self.params.get("steps"):
+            self._plan(self.params["steps"] * (self.params["epochs"] - epoch))
+
+    def on_train_end(self, logs=None):
+        object.__setattr__(self.model, "_planned_fit", None)
+
+    def _plan(self, steps):
+        # Untracked: Keras would wrap the tuple for tracking on every `fit`.
+        object.__setattr__(self.model, "_planned_fit", (self.token, steps))
+
+
+class AutoStep:
+    """`jit_compile="auto"`'s training step: Keras's eager step, or the
+    compiled step (`CompiledStep`) for a `fit` planned for at least
+    `zoo.core.LONG_FIT` steps and every later `fit` (the compile is paid).
+    Only the first batch shape is compiled; others (a smaller last batch)
+    run eagerly, rather than paying a second compilation."""
+
+    def __init__(self, model):
+        self.model = model
+        self.compiled = CompiledStep(model, training=True, max_signatures=1, warn=False)
+        self.plan = None
+        self.use_compiled = False
+
+    def __call__(self, data):
+        plan = getattr(self.model, "_planned_fit", None)
+        if plan is not self.plan:
+            self.plan = plan
+            from zoo.core import LONG_FIT
+
+            long_fit = plan is not None and (plan[1] or 0) >= LONG_FIT
+            self.use_compiled = self.use_compiled or long_fit
+        if self.use_compiled:
+            return self.compiled(data)
+        return self.compiled.eager(data[0])
+
+
 def make_train_function(model):
-    """The compiled training step, called as Keras's torch trainer calls its
-    `train_function`."""
-    return CompiledStep(model, training=True)
+    """The training step Keras's torch trainer calls as its
+    `train_function`: `CompiledStep` with `compile(jit_compile=True)`,
+    `AutoStep` with "auto", None (Keras's own) otherwise."""
+    settings = getattr(model, "_compile_settings", {})
+    if settings.get("run_eagerly"):
+        return None
+    if settings.get("jit_compile") is True:
+        return CompiledStep(model, training=True)
+    if settings.get("jit_compile") == "auto":
+        return AutoStep(model)
+    return None
 
 
 def make_test_function(model):
-    """The compiled test step (`evaluate`)."""
-    return CompiledStep(model, training=False)
+    """The compiled test step (`evaluate`) with `jit_compile=True`; None
+    (Keras's eager one) otherwise."""
+    settings = getattr(model, "_compile_settings", {})
+    if settings.get("jit_compile") is True and not settings.get("run_eagerly"):
+        return CompiledStep(model, training=False)
+    return None
+
+
+def fit_callbacks(model):
+    """Callbacks `GenerativeModel.fit` adds to every `fit`."""
+    return [FitLength()]
