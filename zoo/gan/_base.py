@@ -8,21 +8,9 @@ from keras import ops
 
 from zoo.core import GenerativeModel
 from zoo.layers import networks
+from zoo.layers.networks import check_nonnegative  # noqa: F401 (the families import it here)
 
 PLAYERS = ("generator", "discriminator")
-
-
-def check_nonnegative(value, name):
-    if (
-        not isinstance(value, numbers.Real)
-        or isinstance(value, bool)
-        or not np.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(
-            f"`{name}` must be a finite number >= 0; received {name}={value!r}."
-        )
-    return float(value)
 
 
 def check_num_samples(num_samples):

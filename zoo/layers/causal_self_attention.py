@@ -4,11 +4,8 @@ with an optional preallocated key/value cache for incremental decoding."""
 import keras
 from keras import ops
 
+from zoo.layers.networks import offset_seed
 from zoo.layers.rotary_embedding import RotaryEmbedding
-
-
-def _offset_seed(seed, offset):
-    return None if seed is None else seed + offset
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -105,7 +102,7 @@ class CausalSelfAttention(keras.layers.Layer):
             if self.use_rotary else None
         )
         self.output_dropout = keras.layers.Dropout(
-            self.dropout, seed=_offset_seed(seed, 2)
+            self.dropout, seed=offset_seed(seed, 2)
         )
         self.build((None, None, hidden_dim))
 
@@ -116,7 +113,7 @@ class CausalSelfAttention(keras.layers.Layer):
         self.qkv_kernel = self.add_weight(
             name="qkv_kernel", shape=(d, 3 * d),
             initializer=keras.initializers.RandomNormal(
-                stddev=self.initializer_stddev, seed=_offset_seed(self.seed, 0)
+                stddev=self.initializer_stddev, seed=offset_seed(self.seed, 0)
             ),
         )
         self.qkv_bias = self.add_weight(
@@ -125,7 +122,7 @@ class CausalSelfAttention(keras.layers.Layer):
         self.output_kernel = self.add_weight(
             name="output_kernel", shape=(d, d),
             initializer=keras.initializers.RandomNormal(
-                stddev=self.output_stddev, seed=_offset_seed(self.seed, 1)
+                stddev=self.output_stddev, seed=offset_seed(self.seed, 1)
             ),
         )
         self.output_bias = self.add_weight(

@@ -4,9 +4,7 @@ routing and a load-balancing loss."""
 import keras
 from keras import ops
 
-
-def _offset_seed(seed, offset):
-    return None if seed is None else seed + offset
+from zoo.layers.networks import offset_seed
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -98,7 +96,7 @@ class MixtureOfExperts(keras.layers.Layer):
         )
         self.seed = seed
         self.output_dropout = keras.layers.Dropout(
-            self.dropout, seed=_offset_seed(seed, 3)
+            self.dropout, seed=offset_seed(seed, 3)
         )
         self.build((None, None, hidden_dim))
 
@@ -109,7 +107,7 @@ class MixtureOfExperts(keras.layers.Layer):
 
         def normal(stddev, offset):
             return keras.initializers.RandomNormal(
-                stddev=stddev, seed=_offset_seed(self.seed, offset)
+                stddev=stddev, seed=offset_seed(self.seed, offset)
             )
 
         self.router_kernel = self.add_weight(

@@ -26,6 +26,7 @@ g.output_shape, d.output_shape  # (None, 8, 8, 1), (None, 1)
 ```
 """
 
+import math
 import numbers
 
 import keras
@@ -96,6 +97,24 @@ def conv_num_stages(data_shape, num_stages=None):
             "or None to choose automatically."
         )
     return int(num_stages)
+
+
+def check_nonnegative(value, name):
+    if (
+        not isinstance(value, numbers.Real)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(
+            f"`{name}` must be a finite number >= 0; received {name}={value!r}."
+        )
+    return float(value)
+
+
+def offset_seed(seed, offset):
+    """`seed + offset`, or None for an unseeded layer."""
+    return None if seed is None else seed + offset
 
 
 def check_positive_int(value, name):

@@ -6,10 +6,7 @@ from keras import ops
 
 from zoo.layers.causal_self_attention import CausalSelfAttention
 from zoo.layers.mixture_of_experts import MixtureOfExperts
-
-
-def _offset_seed(seed, offset):
-    return None if seed is None else seed + offset
+from zoo.layers.networks import offset_seed
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -112,7 +109,7 @@ class TransformerBlock(keras.layers.Layer):
             num_heads, hidden_dim, dropout=dropout, use_rotary=use_rotary,
             rotary_max_wavelength=rotary_max_wavelength,
             initializer_stddev=initializer_stddev, output_stddev=self.output_stddev,
-            seed=_offset_seed(seed, 0), dtype=self.dtype_policy, name="attention",
+            seed=offset_seed(seed, 0), dtype=self.dtype_policy, name="attention",
         )
         if num_experts is None:
             self.experts = None
@@ -121,10 +118,10 @@ class TransformerBlock(keras.layers.Layer):
                 num_experts, hidden_dim, intermediate_dim, top_k=experts_per_token,
                 activation=activation, dropout=dropout,
                 initializer_stddev=initializer_stddev,
-                output_stddev=self.output_stddev, seed=_offset_seed(seed, 10),
+                output_stddev=self.output_stddev, seed=offset_seed(seed, 10),
                 dtype=self.dtype_policy, name="experts",
             )
-        self.mlp_dropout = keras.layers.Dropout(self.dropout, seed=_offset_seed(seed, 20))
+        self.mlp_dropout = keras.layers.Dropout(self.dropout, seed=offset_seed(seed, 20))
         self.build((None, None, hidden_dim))
 
     def build(self, input_shape):
@@ -140,7 +137,7 @@ class TransformerBlock(keras.layers.Layer):
             self.mlp_kernel_1 = self.add_weight(
                 name="mlp_kernel_1", shape=(d, f),
                 initializer=keras.initializers.RandomNormal(
-                    stddev=self.initializer_stddev, seed=_offset_seed(self.seed, 30)
+                    stddev=self.initializer_stddev, seed=offset_seed(self.seed, 30)
                 ),
             )
             self.mlp_bias_1 = self.add_weight(
@@ -149,7 +146,7 @@ class TransformerBlock(keras.layers.Layer):
             self.mlp_kernel_2 = self.add_weight(
                 name="mlp_kernel_2", shape=(f, d),
                 initializer=keras.initializers.RandomNormal(
-                    stddev=self.output_stddev, seed=_offset_seed(self.seed, 31)
+                    stddev=self.output_stddev, seed=offset_seed(self.seed, 31)
                 ),
             )
             self.mlp_bias_2 = self.add_weight(

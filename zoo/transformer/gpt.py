@@ -9,13 +9,10 @@ import numpy as np
 from keras import ops
 
 from zoo.core import GenerativeModel, compile_loop, compiles_steps
+from zoo.layers.networks import offset_seed
 from zoo.layers.transformer_block import TransformerBlock
 
 _POSITION_EMBEDDINGS = ("learned", "rotary")
-
-
-def _offset_seed(seed, offset):
-    return None if seed is None else seed + offset
 
 
 def _check_int(value, name, minimum, maximum=None):
@@ -234,7 +231,7 @@ class GPT(GenerativeModel):
         self.token_embedding = keras.layers.Embedding(
             self.vocab_size, self.hidden_dim,
             embeddings_initializer=keras.initializers.RandomNormal(
-                stddev=self.initializer_stddev, seed=_offset_seed(seed, 1)
+                stddev=self.initializer_stddev, seed=offset_seed(seed, 1)
             ),
             dtype=self.dtype_policy, name="token_embedding",
         )
@@ -243,14 +240,14 @@ class GPT(GenerativeModel):
             self.position_embedding = keras.layers.Embedding(
                 self.max_length, self.hidden_dim,
                 embeddings_initializer=keras.initializers.RandomNormal(
-                    stddev=self.initializer_stddev, seed=_offset_seed(seed, 2)
+                    stddev=self.initializer_stddev, seed=offset_seed(seed, 2)
                 ),
                 dtype=self.dtype_policy, name="position_embedding",
             )
             # Read as a table (sliced at the decoding position), never called.
             self.position_embedding.build((None,))
         self.embedding_dropout = keras.layers.Dropout(
-            self.dropout, seed=_offset_seed(seed, 3)
+            self.dropout, seed=offset_seed(seed, 3)
         )
         output_stddev = self.initializer_stddev / math.sqrt(2 * self.num_layers)
         self.blocks = [
@@ -263,7 +260,7 @@ class GPT(GenerativeModel):
                 layer_norm_epsilon=self.layer_norm_epsilon,
                 initializer_stddev=self.initializer_stddev,
                 output_stddev=output_stddev,
-                seed=_offset_seed(seed, 100 * (i + 1)),
+                seed=offset_seed(seed, 100 * (i + 1)),
                 dtype=self.dtype_policy, name=f"block_{i}",
             )
             for i in range(self.num_layers)

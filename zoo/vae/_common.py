@@ -1,12 +1,13 @@
 """Helpers shared by the VAE family: argument checks, batching, seeds."""
 
 import json
-import math
 import numbers
 
 import keras
 import numpy as np
 from keras import ops
+
+from zoo.layers.networks import check_nonnegative  # noqa: F401 (the family imports it here)
 
 
 def check_positive_int(value, name, minimum=1):
@@ -19,19 +20,6 @@ def check_positive_int(value, name, minimum=1):
             f"`{name}` must be an integer >= {minimum}; received {name}={value!r}."
         )
     return int(value)
-
-
-def check_nonnegative(value, name):
-    if (
-        not isinstance(value, numbers.Real)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(
-            f"`{name}` must be a finite number >= 0; received {name}={value!r}."
-        )
-    return float(value)
 
 
 def check_network(network, name):
