@@ -216,6 +216,31 @@ def test_a_smaller_last_batch_and_a_later_fit_reuse_the_traced_step():
     assert model.traces == expected, f"the step was traced {model.traces} times"
 
 
+def test_steps_per_execution_runs_the_same_steps():
+    # Several steps per call (JAX, TensorFlow) train exactly as one per call,
+    # a smaller last batch included; PyTorch's trainer rejects it clearly.
+    weights = TinyGAN(seed=0).get_weights()
+
+    def trained(steps_per_execution):
+        model = TinyGAN(seed=0)
+        model.set_weights(weights)
+        model.compile(steps_per_execution=steps_per_execution)
+        history = model.fit(toy_data(72), batch_size=16, epochs=2, shuffle=False, verbose=0)
+        return model, history.history
+
+    if BACKEND == "torch":
+        with pytest.raises(ValueError, match="steps_per_execution"):
+            trained(4)
+        return
+    one, one_logs = trained(1)
+    four, four_logs = trained(4)
+    for a, b in zip(one.get_weights(), four.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    for key, value in one_logs.items():
+        np.testing.assert_allclose(four_logs[key], value, rtol=1e-5)
+    assert int(four.optimizer.iterations.numpy()) == 10
+
+
 # (h) save / load restores weights and every optimizer's state.
 def test_fit_resumes_exactly_after_save_and_load(tmp_path):
     x = toy_data(64)

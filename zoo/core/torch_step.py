@@ -443,8 +443,8 @@ def make_train_function(model):
     `train_function`: `CompiledStep` with `compile(jit_compile=True)`,
     `AutoStep` with "auto", None (Keras's own) otherwise."""
     settings = getattr(model, "_compile_settings", {})
-    if settings.get("run_eagerly"):
-        return None
+    if settings.get("run_eagerly") or model.steps_per_execution != 1:
+        return None  # Keras's (which rejects `steps_per_execution` > 1)
     if settings.get("jit_compile") is True:
         return CompiledStep(model, training=True)
     if settings.get("jit_compile") == "auto":
@@ -456,7 +456,9 @@ def make_test_function(model):
     """The compiled test step (`evaluate`) with `jit_compile=True`; None
     (Keras's eager one) otherwise."""
     settings = getattr(model, "_compile_settings", {})
-    if settings.get("jit_compile") is True and not settings.get("run_eagerly"):
+    if settings.get("run_eagerly") or model.steps_per_execution != 1:
+        return None
+    if settings.get("jit_compile") is True:
         return CompiledStep(model, training=False)
     return None
 
