@@ -417,7 +417,10 @@ class AutoStep:
     compiled step (`CompiledStep`) for a `fit` planned for at least
     `zoo.core.LONG_FIT` steps and every later `fit` (the compile is paid).
     Only the first batch shape is compiled; others (a smaller last batch)
-    run eagerly, rather than paying a second compilation."""
+    run eagerly, rather than paying a second compilation. A `fit` whose
+    length is unknown (a generator without `len`, or `callbacks` given as
+    a `CallbackList`, which `GenerativeModel.fit` leaves alone) runs
+    eagerly unless an earlier `fit` compiled."""
 
     def __init__(self, model):
         self.model = model
