@@ -1,5 +1,6 @@
 """`GenerativeModel`: a training step written once, run on every backend."""
 
+import functools
 import inspect
 import warnings
 
@@ -478,6 +479,10 @@ class GenerativeModel(keras.Model):
     def make_train_function(self, force=False):
         return self._make_step_function("train", force)
 
+    def make_test_function(self, force=False):
+        return self._make_step_function("test", force)
+
+    @functools.wraps(keras.Model.fit)  # its signature and docstring
     def fit(self, *args, **kwargs):
         # The backend's own callbacks, if any, join the caller's (PyTorch's
         # "auto" step needs the number of steps `fit` plans).
@@ -489,9 +494,6 @@ class GenerativeModel(keras.Model):
                 bound.arguments["callbacks"] = [*(callbacks or []), *extra(self)]
                 return super().fit(*bound.args[1:], **bound.kwargs)
         return super().fit(*args, **kwargs)
-
-    def make_test_function(self, force=False):
-        return self._make_step_function("test", force)
 
     def __setattr__(self, name, value):
         # Keras's JAX trainer stores the live state here after every step;

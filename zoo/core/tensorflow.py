@@ -48,19 +48,23 @@ def _one_step_function(model, step):
         jit_compile=model.jit_compile,
         autograph=False,
     )
-    traced = []  # (element_spec, concrete function)
+    traced = []  # (element_spec, concrete function), one per distinct spec
+    last = [None, None]  # the spec of the previous call, and its function
 
     def call(iterator):
         data = next(iterator)
         spec = getattr(iterator, "element_spec", None)
         if spec is None:  # a Python generator (`train_on_batch`)
             return function(data)
-        if not traced or traced[-1][0] is not spec:
-            found = [t for t in traced if t[0] == spec]
-            if found:
-                traced.remove(found[0])
-            traced.append(found[0] if found else (spec, function.get_concrete_function(spec)))
-        return traced[-1][1](data)
+        if spec is not last[0]:  # a new iterator: a new epoch or `fit`
+            for known, concrete in traced:
+                if known == spec:
+                    break
+            else:
+                concrete = function.get_concrete_function(spec)
+                traced.append((spec, concrete))
+            last[:] = [spec, concrete]
+        return last[1](data)
 
     return call
 
