@@ -45,8 +45,6 @@ from keras import StatelessScope
 
 _local = threading.local()
 
-# Options for `torch._inductor.compile` of every training step.
-INDUCTOR_OPTIONS = {}
 _MASK = 0xFFFFFFFF
 
 
@@ -387,21 +385,21 @@ class CompiledStep:
         args = [mode.from_tensor(a, static_shapes=True) for a in args]
         with torch.no_grad():
             graph = make_fx(pure, tracing_mode="fake")(*args)
-        fn = torch._inductor.compile(graph, args, options=dict(INDUCTOR_OPTIONS))
+        fn = torch._inductor.compile(graph, args)
         return fn, meta["changed"], meta["log_spec"]
 
 
 class FitLength(keras.callbacks.Callback):
     """Tells the model how many training steps the running `fit` plans:
-    `model._planned_fit = (token, steps or None)`, set before its first
-    step (`steps` is None where the number of batches is unknown)."""
+    `model._planned_fit = (steps or None,)`, a new tuple for every `fit`,
+    set before its first step (`steps` is None where the number of batches
+    is unknown)."""
 
     def on_train_begin(self, logs=None):
-        self.token = object()
         self._plan(None)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.model._planned_fit[1] is None and self.params.get("steps"):
+        if self.model._planned_fit[0] is None and self.params.get("steps"):
             self._plan(self.params["steps"] * (self.params["epochs"] - epoch))
 
     def on_train_end(self, logs=None):
@@ -409,7 +407,7 @@ class FitLength(keras.callbacks.Callback):
 
     def _plan(self, steps):
         # Untracked: Keras would wrap the tuple for tracking on every `fit`.
-        object.__setattr__(self.model, "_planned_fit", (self.token, steps))
+        object.__setattr__(self.model, "_planned_fit", (steps,))
 
 
 class AutoStep:
@@ -434,23 +432,31 @@ class AutoStep:
             self.plan = plan
             from zoo.core import LONG_FIT
 
-            long_fit = plan is not None and (plan[1] or 0) >= LONG_FIT
+            long_fit = plan is not None and (plan[0] or 0) >= LONG_FIT
             self.use_compiled = self.use_compiled or long_fit
         if self.use_compiled:
             return self.compiled(data)
         return self.compiled.eager(data[0])
 
 
+def _jit_compile(model):
+    """The model's `jit_compile` setting, or None where Keras's own step
+    function runs (`run_eagerly`, or `steps_per_execution` > 1, which
+    Keras's torch trainer rejects)."""
+    settings = getattr(model, "_compile_settings", {})
+    if settings.get("run_eagerly") or model.steps_per_execution != 1:
+        return None
+    return settings.get("jit_compile")
+
+
 def make_train_function(model):
     """The training step Keras's torch trainer calls as its
     `train_function`: `CompiledStep` with `compile(jit_compile=True)`,
     `AutoStep` with "auto", None (Keras's own) otherwise."""
-    settings = getattr(model, "_compile_settings", {})
-    if settings.get("run_eagerly") or model.steps_per_execution != 1:
-        return None  # Keras's (which rejects `steps_per_execution` > 1)
-    if settings.get("jit_compile") is True:
+    jit_compile = _jit_compile(model)
+    if jit_compile is True:
         return CompiledStep(model, training=True)
-    if settings.get("jit_compile") == "auto":
+    if jit_compile == "auto":
         return AutoStep(model)
     return None
 
@@ -458,10 +464,7 @@ def make_train_function(model):
 def make_test_function(model):
     """The compiled test step (`evaluate`) with `jit_compile=True`; None
     (Keras's eager one) otherwise."""
-    settings = getattr(model, "_compile_settings", {})
-    if settings.get("run_eagerly") or model.steps_per_execution != 1:
-        return None
-    if settings.get("jit_compile") is True:
+    if _jit_compile(model) is True:
         return CompiledStep(model, training=False)
     return None
 

@@ -7,15 +7,15 @@ import keras
 import numpy as np
 from keras import ops
 
-from zoo.core import GenerativeModel, compile_step, compiles_steps
+from zoo.core import LONG_LOOP, GenerativeModel, compile_step, compiles_steps
 from zoo.diffusion.samplers import coefficients
 from zoo.diffusion.schedules import SCHEDULES, alphas_cumprod
 from zoo.layers.denoisers import mlp_denoiser, unet_denoiser
 
 PREDICTIONS = ("epsilon", "v", "x0")
-# Longer runs are cut into this many compiled chunks, with a progress bar.
+# Runs of more than `LONG_LOOP` steps are cut into this many compiled chunks,
+# with a progress bar.
 _CHUNKS = 10
-_LONG_RUN = 100
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -378,7 +378,7 @@ class DDPM(GenerativeModel):
         table_padded = ops.convert_to_tensor(
             np.pad(table, ((0, self.timesteps - len(ts)), (0, 0)))
         )
-        long_run = len(ts) > _LONG_RUN
+        long_run = len(ts) > LONG_LOOP
         guided = guidance_scale is not None
         compile_steps = compiles_steps(
             jit_compile, len(ts), (num_samples, guided, clip, True) in self._steps
