@@ -703,7 +703,6 @@ class Clock(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_end = time.perf_counter()
-        self.loss = float(logs["loss"])
 
 
 def build_compiled(family, data, settings):

@@ -206,10 +206,15 @@ def test_causality(moe):
 PROMPT = markov_tokens(3, length=4, seed=5)
 
 
+def generator(request, which):
+    """The fixture `which`'s GPT (a fixture may hold it with its data)."""
+    model = request.getfixturevalue(which)
+    return model[0] if isinstance(model, tuple) else model
+
+
 @pytest.mark.parametrize("which", ["trained", "moe"])
 def test_cached_and_uncached_generation_agree(which, request):
-    model = request.getfixturevalue(which)
-    model = model[0] if isinstance(model, tuple) else model
+    model = generator(request, which)
     cached, cached_logits = model.generate(PROMPT, 8, temperature=0, return_logits=True)
     plain, plain_logits = model.generate(
         PROMPT, 8, temperature=0, use_cache=False, return_logits=True
@@ -227,8 +232,7 @@ def test_compiled_steps_agree(which, request):
     # compilation per model, the test's whole cost); on JAX and TensorFlow the
     # same XLA loop as "auto". "moe" has rotary positions, whose angles must
     # follow the loop index in the compiled step (not stay at the traced one).
-    model = request.getfixturevalue(which)
-    model = model[0] if isinstance(model, tuple) else model
+    model = generator(request, which)
     # 10 new tokens: on PyTorch two compiled calls of 4 (the cached loop's
     # unrolling) and 2 eager steps.
     auto, auto_logits = model.generate(PROMPT, 10, temperature=0, return_logits=True)
