@@ -261,3 +261,37 @@ def test_untraceable_step_falls_back_to_eager_with_a_warning():
     with pytest.warns(UserWarning, match="runs eagerly"):
         history = model.fit(toy_data(32), batch_size=8, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_counter_based_noise_is_lowbias32_and_standard_normal():
+    # The compiled PyTorch step's generator (plain torch arithmetic, so it
+    # is checked on every backend): bit-exact against a Python reference of
+    # the hash, whose 32-bit products are computed without int64 overflow,
+    # and normals from both outputs of Box-Muller pairs.
+    import torch
+
+    from zoo.core.torch_step import _random_bits, _standard_normal
+
+    def mix(x):
+        x ^= x >> 16
+        x = (x * 0x7FEB352D) % 2**32
+        x ^= x >> 15
+        x = (x * 0x846CA68B) % 2**32
+        return x ^ (x >> 16)
+
+    seed = [2**33 + 12345, 2**32 - 7]  # only the low 32 bits count
+    low = [s % 2**32 for s in seed]
+    key1 = mix(low[0] ^ 0x9E3779B9)
+    key2 = mix(key1 ^ mix((low[1] + 0x632BE5AB) % 2**32))
+    bits = _random_bits(torch.tensor(seed), 5000, "cpu")
+    assert bits.tolist() == [mix(mix(i ^ key1) ^ key2) for i in range(5000)]
+    assert int(bits.max()) >= 2**31  # the top bit is drawn too
+
+    n = 200_001  # odd: the last pair gives one value
+    z = _standard_normal(torch.tensor(seed), (n,), "cpu").double()
+    assert z.shape == (n,) and bool(torch.isfinite(z).all())
+    assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1.0) < 0.01
+    assert abs(float((z.abs() > 1.96).double().mean()) - 0.05) < 0.003
+    pair_cos, pair_sin = z[: n // 2], z[(n + 1) // 2 :]  # r cos and r sin
+    assert abs(float(torch.corrcoef(torch.stack([pair_cos, pair_sin]))[0, 1])) < 0.01
+    assert abs(float(torch.corrcoef(torch.stack([pair_cos**2, pair_sin**2]))[0, 1])) < 0.01

@@ -62,11 +62,13 @@ class _Untraceable(Exception):
 
 
 def _times(x, c):
-    # `x * c mod 2**32` for 32-bit x and c with no intermediate past 2**48:
+    # `x * c mod 2**32` for 32-bit x and c with no intermediate past 2**63:
     # int64 overflow is undefined in the compiled C++ and must not happen.
-    low = x * (c & 0xFFFF)
-    high = ((x * (c >> 16)) & 0xFFFF) << 16
-    return (low + high) & _MASK
+    # With c = c' + 2**31, x * 2**31 mod 2**32 is x's lowest bit moved to
+    # bit 31, and x * c' < 2**63.
+    if c < 2**31:
+        return (x * c) & _MASK
+    return (x * (c - 2**31) + ((x & 1) << 31)) & _MASK
 
 
 def _mix(x):
@@ -101,10 +103,16 @@ def _uniform01(seed, shape, dtype, device):
 
 
 def _standard_normal(seed, shape, device):
+    # Box-Muller, both outputs of each pair of uniforms: half the hashing
+    # (most of the arithmetic, and of Inductor's code generation, of a
+    # step that draws normal noise).
     n = math.prod(shape)
-    u = _uniform01(seed, (2 * n,), torch.float32, device)
-    z = torch.sqrt(-2.0 * torch.log(u[:n])) * torch.cos((2.0 * math.pi) * u[n:])
-    return z.reshape(shape)
+    pairs = (n + 1) // 2
+    u = _uniform01(seed, (2 * pairs,), torch.float32, device)
+    radius = torch.sqrt(-2.0 * torch.log(u[:pairs]))
+    angle = (2.0 * math.pi) * u[pairs:]
+    z = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)])
+    return z[:n].reshape(shape)
 
 
 def _functional_random_ops():
