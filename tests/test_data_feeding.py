@@ -87,3 +87,103 @@ def test_digits_feed_fit_from_every_pipeline(pipeline):
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
     assert model.seen_labels and all(model.seen_labels), "labels did not arrive"
     assert int(model.optimizer.iterations.numpy()) == 3 * 4
+
+
+class BatchProbe(GenerativeModel):
+    """Logs what its batches hold (learning changes nothing): the first
+    value, the mean and mean square of the first column, the mean sample
+    weight. Keras's epoch logs weigh each batch by its size, so an epoch's
+    `mean` and `square` are those of the rows it saw."""
+
+    data_shape = (2,)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.w = self.add_weight(shape=(), initializer="zeros", name="w")
+
+    def log_names(self):
+        return ("loss", "first", "mean", "square", "weight")
+
+    def _logs(self, x, sample_weight):
+        column = x[:, 0]
+        weight = ops.ones_like(column) if sample_weight is None else sample_weight
+        return {"first": column[0], "mean": ops.mean(column),
+                "square": ops.mean(column**2), "weight": ops.mean(weight)}
+
+    def train_step_logic(self, x, y=None, sample_weight=None):
+        loss = self.minimize("model", lambda: 0.0 * self.w)
+        return {"loss": loss, **self._logs(x, sample_weight)}
+
+    def test_step_logic(self, x, y=None, sample_weight=None):
+        return {"loss": ops.mean(x), **self._logs(x, sample_weight)}
+
+
+def rows(n):
+    return np.arange(2 * n, dtype="float32").reshape(n, 2)
+
+
+def test_arrays_are_reshuffled_every_epoch_and_seeded_fits_repeat():
+    # Keras's own TensorFlow `fit` of arrays repeats the first epoch's
+    # order under `keras.utils.set_random_seed`; the core's does not.
+    x = rows(200)  # 12 batches of 16 and one of 8 per epoch
+
+    def fit(seed):
+        keras.utils.set_random_seed(seed)
+        model = BatchProbe()
+        model.compile(optimizer=keras.optimizers.SGD(0.0))
+        firsts = []
+        record = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda batch, logs: firsts.append(float(logs["first"]))
+            if batch == 0 else None
+        )
+        history = model.fit(x, batch_size=16, epochs=4, verbose=0, callbacks=[record])
+        assert int(model.optimizer.iterations.numpy()) == 4 * 13
+        # Every epoch sees every row once.
+        np.testing.assert_allclose(history.history["mean"], [x[:, 0].mean()] * 4, rtol=1e-6)
+        np.testing.assert_allclose(history.history["square"], [(x[:, 0] ** 2).mean()] * 4, rtol=1e-6)
+        return firsts
+
+    first, again, other = fit(0), fit(0), fit(1)
+    assert len(set(first)) == 4, f"an epoch repeated the order of another: {first}"
+    assert first == again
+    assert first != other
+
+
+def test_validation_split_batch_size_and_sample_weights_reach_the_steps():
+    x = rows(200)
+    weights = np.linspace(0.5, 1.5, 200).astype("float32")
+    model = BatchProbe()
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    test_batches = []
+    record = keras.callbacks.LambdaCallback(
+        on_test_batch_end=lambda batch, logs: test_batches.append(batch)
+    )
+    # (`y` too: Keras drops `sample_weight` when `y` is None.)
+    history = model.fit(x, np.zeros(200), sample_weight=weights, batch_size=16, epochs=2,
+                        shuffle=False, validation_split=0.25, verbose=0,
+                        callbacks=[record]).history
+    train, held_out = x[:150, 0], x[150:, 0]  # Keras holds out the last rows
+    assert int(model.optimizer.iterations.numpy()) == 2 * 10
+    # Unshuffled: the batches start at rows 0, 16, ..., 144 (the last has 6).
+    firsts = np.average(train[::16], weights=[16] * 9 + [6])
+    np.testing.assert_allclose(history["first"], [firsts] * 2, rtol=1e-6)
+    np.testing.assert_allclose(history["mean"], [train.mean()] * 2, rtol=1e-6)
+    np.testing.assert_allclose(history["weight"], [weights[:150].mean()] * 2, rtol=1e-6)
+    np.testing.assert_allclose(history["val_mean"], [held_out.mean()] * 2, rtol=1e-6)
+    np.testing.assert_allclose(history["val_weight"], [weights[150:].mean()] * 2, rtol=1e-6)
+    assert test_batches == [0, 1, 2, 3] * 2  # 50 rows in batches of 16, not 32
+
+
+def test_sample_weights_without_targets_are_an_error_not_dropped():
+    # Keras would drop them silently (its data adapters pack `(x,)` when
+    # `y` is None).
+    model = BatchProbe()
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    x, weights = rows(32), np.ones(32, "float32")
+    with pytest.raises(ValueError, match="`sample_weight` needs `y`"):
+        model.fit(x, sample_weight=weights, verbose=0)
+    with pytest.raises(ValueError, match="`sample_weight` needs `y`"):
+        model.evaluate(x, sample_weight=weights, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 0
+    logs = model.evaluate(x, np.zeros(32), sample_weight=2 * weights, verbose=0, return_dict=True)
+    assert logs["weight"] == pytest.approx(2.0)

@@ -76,7 +76,7 @@ LONG_LOOP = 100
 # Compiling costs 25-85 s per model on a 2-core CPU (3-10 s from Inductor's
 # disk cache) and saved 4-13 ms per step against eager Keras there (README,
 # Performance): 10,000 steps pay for it in every family measured.
-LONG_FIT = 10_000
+LONG_FIT = 5_000
 
 
 def compiles_steps(jit_compile, num_steps, compiled_before=False):

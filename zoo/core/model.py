@@ -13,6 +13,22 @@ from zoo.core.multi_optimizer import MultiOptimizer
 
 
 _FIT_SIGNATURE = inspect.signature(keras.Model.fit)
+_EVALUATE_SIGNATURE = inspect.signature(keras.Model.evaluate)
+
+
+def _arguments(signature, model, args, kwargs):
+    """`fit`'s or `evaluate`'s arguments by name (those given), checked."""
+    arguments = signature.bind(model, *args, **kwargs).arguments
+    arguments.pop("self")
+    arguments.update(arguments.pop("kwargs", {}))
+    if arguments.get("sample_weight") is not None and arguments.get("y") is None:
+        raise ValueError(
+            "`sample_weight` needs `y`: Keras drops the sample weights of "
+            "data given without `y`. Pass the `y` the model takes (GPT's "
+            "next tokens, a conditional model's labels; a model that takes "
+            "none ignores it, so any array with one row per example does)."
+        )
+    return arguments
 
 
 class GenerativeModel(keras.Model):
@@ -484,16 +500,18 @@ class GenerativeModel(keras.Model):
 
     @functools.wraps(keras.Model.fit)  # its signature and docstring
     def fit(self, *args, **kwargs):
-        # The backend's own callbacks, if any, join the caller's (PyTorch's
-        # "auto" step needs the number of steps `fit` plans).
-        extra = getattr(backend_module(), "fit_callbacks", None)
-        if extra is not None:
-            bound = _FIT_SIGNATURE.bind(self, *args, **kwargs)
-            callbacks = bound.arguments.get("callbacks")
-            if not isinstance(callbacks, keras.callbacks.CallbackList):
-                bound.arguments["callbacks"] = [*(callbacks or []), *extra(self)]
-                return super().fit(*bound.args[1:], **bound.kwargs)
-        return super().fit(*args, **kwargs)
+        arguments = _arguments(_FIT_SIGNATURE, self, args, kwargs)
+        # The backend may adjust the arguments: PyTorch's "auto" step needs
+        # the number of steps `fit` plans (a callback records it);
+        # TensorFlow feeds in-memory arrays as one repeating pipeline.
+        adjust = getattr(backend_module(), "fit_arguments", None)
+        if adjust is not None:
+            arguments = adjust(self, arguments)
+        return super().fit(**arguments)
+
+    @functools.wraps(keras.Model.evaluate)
+    def evaluate(self, *args, **kwargs):
+        return super().evaluate(**_arguments(_EVALUATE_SIGNATURE, self, args, kwargs))
 
     def __setattr__(self, name, value):
         # Keras's JAX trainer stores the live state here after every step;

@@ -477,6 +477,10 @@ def make_test_function(model):
     return None
 
 
-def fit_callbacks(model):
-    """Callbacks `GenerativeModel.fit` adds to every `fit`."""
-    return [FitLength()]
+def fit_arguments(model, arguments):
+    """`fit`'s arguments with `FitLength` among the callbacks
+    (`GenerativeModel.fit` calls this); a `CallbackList` is left alone."""
+    callbacks = arguments.get("callbacks")
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        return arguments
+    return {**arguments, "callbacks": [*(callbacks or []), FitLength()]}

@@ -67,9 +67,10 @@ class GPT(GenerativeModel):
     `aux_loss_weight * aux_loss` for experts), `perplexity` (`exp` of the
     mean cross-entropy over the epoch) and, with experts, `aux_loss` (the
     load-balancing loss averaged over blocks; 1 when balanced).
-    `sample_weight` may weigh each sequence `(batch,)` or each target token
-    `(batch, length)` (0 masks padding); the loss is the weighted mean over
-    tokens.
+    `sample_weight` (with `y`: Keras drops sample weights given without
+    it, so `fit` raises) may weigh each sequence `(batch,)` or each target
+    token `(batch, length)` (0 masks padding); the loss is the weighted
+    mean over tokens.
 
     `generate(prompt, max_new_tokens, ...)` decodes with a key/value cache
     preallocated to the needed length, in a loop compiled once per setting
