@@ -73,9 +73,9 @@ LONG_LOOP = 100
 
 # On PyTorch, `compile(jit_compile="auto")` compiles the training step of a
 # `fit` planned for at least this many steps (`zoo.core.torch_step.AutoStep`).
-# Compiling costs 25-85 s per model on a 2-core CPU (3-10 s from Inductor's
-# disk cache) and saved 4-13 ms per step against eager Keras there (README,
-# Performance): 10,000 steps pay for it in every family measured.
+# Compiling costs 20-50 s per model on a 2-core CPU (3-10 s from Inductor's
+# disk cache) and saved 2-15 ms per step against eager Keras there (README,
+# Performance): 5,000 steps pay for it in every family measured.
 LONG_FIT = 5_000
 
 
