@@ -74,7 +74,7 @@ LONG_LOOP = 100
 # On PyTorch, `compile(jit_compile="auto")` compiles the training step of a
 # `fit` planned for at least this many steps (`zoo.core.torch_step.AutoStep`).
 # Compiling costs 20-50 s per model on a 2-core CPU (3-10 s from Inductor's
-# disk cache) and saved 2-15 ms per step against eager Keras there (README,
+# disk cache) and saved 7-16 ms per step against eager Keras there (README,
 # Performance): 5,000 steps pay for it in every family measured.
 LONG_FIT = 5_000
 

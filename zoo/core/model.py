@@ -17,11 +17,14 @@ _EVALUATE_SIGNATURE = inspect.signature(keras.Model.evaluate)
 
 
 def _arguments(signature, model, args, kwargs):
-    """`fit`'s or `evaluate`'s arguments by name (those given), checked."""
+    """`fit`'s or `evaluate`'s arguments by name (those given), checked:
+    Keras drops sample weights given with arrays and no `y`."""
     arguments = signature.bind(model, *args, **kwargs).arguments
     arguments.pop("self")
     arguments.update(arguments.pop("kwargs", {}))
-    if arguments.get("sample_weight") is not None and arguments.get("y") is None:
+    arrays = all(hasattr(leaf, "shape") for leaf in keras.tree.flatten(arguments.get("x")))
+    if arrays and arguments.get("sample_weight") is not None and arguments.get("y") is None:
+        # (Keras rejects `sample_weight` itself for datasets and generators.)
         raise ValueError(
             "`sample_weight` needs `y`: Keras drops the sample weights of "
             "data given without `y`. Pass the `y` the model takes (GPT's "

@@ -95,6 +95,7 @@ def fit_arguments(model, arguments):
     from keras.src.trainers.data_adapters import array_data_adapter, array_slicing
 
     data = (arguments.get("x"), arguments.get("y"), arguments.get("sample_weight"))
+    batch_size = arguments.get("batch_size")
     if (
         data[0] is None
         or arguments.get("steps_per_epoch") is not None
@@ -111,11 +112,10 @@ def fit_arguments(model, arguments):
     adapter = array_data_adapter.ArrayDataAdapter(
         *data[:2],
         sample_weight=data[2],
-        batch_size=arguments.get("batch_size"),
+        batch_size=batch_size,
         shuffle=arguments.get("shuffle", True),
         class_weight=arguments.get("class_weight"),
     )
-    batch_size = arguments.get("batch_size")
     return {
         **arguments,
         "x": adapter.get_tf_dataset().repeat(),
