@@ -122,19 +122,24 @@ def rows(n):
     return np.arange(2 * n, dtype="float32").reshape(n, 2)
 
 
-def test_arrays_are_reshuffled_every_epoch_and_seeded_fits_repeat():
+@pytest.mark.parametrize("steps_per_execution", [1, 13])
+def test_arrays_are_reshuffled_every_epoch_and_seeded_fits_repeat(steps_per_execution):
     # Keras's own TensorFlow `fit` of arrays repeats the first epoch's
-    # order under `keras.utils.set_random_seed`; the core's does not.
+    # order under `keras.utils.set_random_seed`; the core's does not (with
+    # several steps per call too, when they divide an epoch's batches).
+    if steps_per_execution > 1 and keras.backend.backend() == "torch":
+        pytest.skip("PyTorch's Keras trainer runs one step per call")
     x = rows(200)  # 12 batches of 16 and one of 8 per epoch
 
     def fit(seed):
         keras.utils.set_random_seed(seed)
         model = BatchProbe()
-        model.compile(optimizer=keras.optimizers.SGD(0.0))
+        model.compile(optimizer=keras.optimizers.SGD(0.0), steps_per_execution=steps_per_execution)
         firsts = []
         record = keras.callbacks.LambdaCallback(
+            # (the logs of each epoch's first call: its last step's)
             on_train_batch_end=lambda batch, logs: firsts.append(float(logs["first"]))
-            if batch == 0 else None
+            if batch == steps_per_execution - 1 else None
         )
         history = model.fit(x, batch_size=16, epochs=4, verbose=0, callbacks=[record])
         assert int(model.optimizer.iterations.numpy()) == 4 * 13

@@ -88,9 +88,10 @@ def fit_arguments(model, arguments):
     repeated and `fit` runs `steps_per_epoch` = its number of batches, so
     one iterator serves the whole `fit` and each epoch is a new
     permutation, reproducible under a seed. `validation_split` is applied
-    first, as Keras does. Left to Keras: a given `steps_per_epoch`, several
-    steps per call (a call could run past an epoch's last batch), and
-    distribution strategies.
+    first, as Keras does. Left to Keras: a given `steps_per_epoch`, a
+    `steps_per_execution` that does not divide the number of batches (a
+    call would run past an epoch's last batch), and distribution
+    strategies.
     """
     from keras.src.trainers.data_adapters import array_data_adapter, array_slicing
 
@@ -99,14 +100,14 @@ def fit_arguments(model, arguments):
     if (
         data[0] is None
         or arguments.get("steps_per_epoch") is not None
-        or model.steps_per_execution != 1
         or tf.distribute.has_strategy()
         or model.distribute_strategy is not tf.distribute.get_strategy()
         or not array_data_adapter.can_convert_arrays(data)
     ):
         return arguments
-    if arguments.get("validation_split") and arguments.get("validation_data") is None:
-        data, arguments["validation_data"] = array_slicing.train_validation_split(
+    validation_data = arguments.get("validation_data")
+    if arguments.get("validation_split") and validation_data is None:
+        data, validation_data = array_slicing.train_validation_split(
             data, validation_split=arguments["validation_split"]
         )
     adapter = array_data_adapter.ArrayDataAdapter(
@@ -116,8 +117,11 @@ def fit_arguments(model, arguments):
         shuffle=arguments.get("shuffle", True),
         class_weight=arguments.get("class_weight"),
     )
+    if adapter.num_batches % model.steps_per_execution:
+        return arguments
     return {
         **arguments,
+        "validation_data": validation_data,
         "x": adapter.get_tf_dataset().repeat(),
         "y": None,
         "sample_weight": None,
