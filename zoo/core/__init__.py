@@ -75,8 +75,9 @@ LONG_LOOP = 100
 # `fit` planned for at least this many steps (`zoo.core.torch_step.AutoStep`).
 # Compiling costs 20-50 s per model on a 2-core CPU (3-10 s from Inductor's
 # disk cache; the first model in a process also pays about 5 s of Inductor
-# setup, plus about 8 s once per cache folder) and saved 7-16 ms per step against eager Keras there (README,
-# Performance): 5,000 steps pay for it in every family measured.
+# setup, plus about 8 s once per cache folder) and saved 7-16 ms per step
+# against eager Keras there (README, Performance): 5,000 steps pay for it in
+# every family measured.
 LONG_FIT = 5_000
 
 
