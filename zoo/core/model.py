@@ -22,9 +22,12 @@ def _arguments(signature, model, args, kwargs):
     arguments = signature.bind(model, *args, **kwargs).arguments
     arguments.pop("self")
     arguments.update(arguments.pop("kwargs", {}))
-    arrays = all(hasattr(leaf, "shape") for leaf in keras.tree.flatten(arguments.get("x")))
-    if arrays and arguments.get("sample_weight") is not None and arguments.get("y") is None:
+    if (
+        arguments.get("sample_weight") is not None
+        and arguments.get("y") is None
         # (Keras rejects `sample_weight` itself for datasets and generators.)
+        and all(hasattr(leaf, "shape") for leaf in keras.tree.flatten(arguments.get("x")))
+    ):
         raise ValueError(
             "`sample_weight` needs `y`: Keras drops the sample weights of "
             "data given without `y`. Pass the `y` the model takes (GPT's "

@@ -7,6 +7,15 @@ inside the tape of `minimize`, which differentiates through it.
 import tensorflow as tf
 
 
+def _distributed(model):
+    """Whether a distribution strategy is in play (then Keras's own data
+    handling and step functions are left as they are)."""
+    return (
+        tf.distribute.has_strategy()
+        or model.distribute_strategy is not tf.distribute.get_strategy()
+    )
+
+
 def _one_step_function(model, step):
     """Keras's TF `train_function`/`test_function` for one step per call,
     without its per-call overhead, or None where Keras's own is needed.
@@ -29,8 +38,7 @@ def _one_step_function(model, step):
     if (
         settings.get("run_eagerly")
         or model.steps_per_execution != 1
-        or tf.distribute.has_strategy()
-        or model.distribute_strategy is not tf.distribute.get_strategy()
+        or _distributed(model)
     ):
         return None
 
@@ -100,8 +108,7 @@ def fit_arguments(model, arguments):
     if (
         data[0] is None
         or arguments.get("steps_per_epoch") is not None
-        or tf.distribute.has_strategy()
-        or model.distribute_strategy is not tf.distribute.get_strategy()
+        or _distributed(model)
         or not array_data_adapter.can_convert_arrays(data)
     ):
         return arguments
