@@ -179,6 +179,72 @@ def test_validation_split_batch_size_and_sample_weights_reach_the_steps():
     assert test_batches == [0, 1, 2, 3] * 2  # 50 rows in batches of 16, not 32
 
 
+def test_validation_data_and_evaluate_take_arrays_in_order_with_their_batch_sizes():
+    x, held_out = rows(200), rows(50) + 1000.0
+    weights = np.linspace(0.5, 1.5, 50).astype("float32")
+    validation = (held_out, np.zeros(50), weights)
+    model = BatchProbe()
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    test_batches = []
+    record = keras.callbacks.LambdaCallback(
+        on_test_batch_end=lambda batch, logs: test_batches.append(batch)
+    )
+    history = model.fit(x, batch_size=16, epochs=3, validation_data=validation,
+                        validation_batch_size=20, verbose=0, callbacks=[record]).history
+    column = held_out[:, 0]
+    # Batches of 20 in order: rows 0-19, 20-39 and 40-49.
+    firsts = np.average(column[::20], weights=[20, 20, 10])
+    assert test_batches == [0, 1, 2] * 3
+    np.testing.assert_allclose(history["val_first"], [firsts] * 3, rtol=1e-6)
+    np.testing.assert_allclose(history["val_mean"], [column.mean()] * 3, rtol=1e-6)
+    np.testing.assert_allclose(history["val_weight"], [weights.mean()] * 3, rtol=1e-6)
+
+    logs = model.evaluate(*validation[:2], sample_weight=weights, batch_size=20,
+                          verbose=0, return_dict=True)
+    assert logs["first"] == pytest.approx(firsts)
+    assert logs["weight"] == pytest.approx(weights.mean())
+    # `steps` without `batch_size`: Keras's batches of ceil(50 / 2) = 25.
+    logs = model.evaluate(held_out, steps=2, verbose=0, return_dict=True)
+    assert logs["first"] == pytest.approx(column[[0, 25]].mean())
+    assert logs["mean"] == pytest.approx(column.mean())
+    # `steps` fewer than the batches: the first ones only.
+    logs = model.evaluate(held_out, batch_size=10, steps=2, verbose=0, return_dict=True)
+    assert logs["mean"] == pytest.approx(column[:20].mean())
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's pipelines")
+@pytest.mark.parametrize("structure", ["array", "x, y, weights", "dict of lists"])
+def test_plain_array_pipeline_gives_kerass_batches(structure):
+    # The core feeds arrays to TensorFlow's `evaluate` and validation as a
+    # plain `tf.data` pipeline (a new iterator over Keras's costs 20-25 ms);
+    # its batches must be those of Keras's own, dtypes and spec included.
+    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+
+    from zoo.core.tensorflow import _array_dataset
+
+    x = np.arange(90.0).reshape(45, 2)  # float64: both cast to floatx
+    data = {
+        "array": (x, None, None),
+        "x, y, weights": (x, np.arange(45), np.linspace(0, 1, 45)),
+        "dict of lists": ({"a": x, "b": [x[:, :1], np.arange(45)]}, None, None),
+    }[structure]
+    ours = _array_dataset(data, batch_size=16)
+    keras_own = ArrayDataAdapter(*data[:2], sample_weight=data[2], batch_size=16,
+                                 shuffle=False).get_tf_dataset()
+    assert ours.element_spec == keras_own.element_spec
+    ours, keras_own = list(ours), list(keras_own)
+    assert len(ours) == len(keras_own) == 3
+    for a, b in zip(ours, keras_own):
+        keras.tree.assert_same_structure(a, b)
+        for u, v in zip(keras.tree.flatten(a), keras.tree.flatten(b)):
+            np.testing.assert_array_equal(u.numpy(), v.numpy())
+    # Anything not in memory is left to Keras.
+    import tensorflow as tf
+
+    assert _array_dataset((tf.data.Dataset.from_tensor_slices(x), None, None), 16) is None
+    assert _array_dataset((tf.sparse.from_dense(x), None, None), 16) is None
+
+
 def test_sample_weights_without_targets_are_an_error_not_dropped():
     # Keras would drop them silently (its data adapters pack `(x,)` when
     # `y` is None).

@@ -509,7 +509,8 @@ class GenerativeModel(keras.Model):
         arguments = _arguments(_FIT_SIGNATURE, self, args, kwargs)
         # The backend may adjust the arguments: PyTorch's "auto" step needs
         # the number of steps `fit` plans (a callback records it);
-        # TensorFlow feeds in-memory arrays as one repeating pipeline.
+        # TensorFlow feeds in-memory arrays as pipelines without per-epoch
+        # setup.
         adjust = getattr(backend_module(), "fit_arguments", None)
         if adjust is not None:
             arguments = adjust(self, arguments)
@@ -517,7 +518,11 @@ class GenerativeModel(keras.Model):
 
     @functools.wraps(keras.Model.evaluate)
     def evaluate(self, *args, **kwargs):
-        return super().evaluate(**_arguments(_EVALUATE_SIGNATURE, self, args, kwargs))
+        arguments = _arguments(_EVALUATE_SIGNATURE, self, args, kwargs)
+        adjust = getattr(backend_module(), "evaluate_arguments", None)
+        if adjust is not None:
+            arguments = adjust(self, arguments)
+        return super().evaluate(**arguments)
 
     def __setattr__(self, name, value):
         # Keras's JAX trainer stores the live state here after every step;
