@@ -1,17 +1,23 @@
-"""Wall time of one long `fit` at the default settings against eager steps.
+"""Wall time of one long `fit` with each PyTorch training step: compiled,
+traced, eager.
 
     OMP_NUM_THREADS=1 KERAS_BACKEND=torch python benchmarks/long_fit.py --families gan --steps 10000
 
-On PyTorch the default `jit_compile="auto"` compiles the training step of a
-`fit` planned for at least `zoo.core.LONG_FIT` steps (`zoo/core/torch_step.py`);
-this measures whether that pays: the whole `fit` (compilation included) at
-the defaults, then the same `fit` of a fresh model with `jit_compile=False`
-(eager). PyTorch only: JAX and TensorFlow compile every `fit`. The models,
-data and batch sizes are `step_time.py`'s. Set `TORCHINDUCTOR_CACHE_DIR` to
-an empty folder for a cold compilation.
+On PyTorch the default `jit_compile="auto"` picks the training step by the
+number of steps a `fit` plans (`AutoStep` in `zoo/core/torch_step.py`):
+eager below `zoo.core.TRACE_FIT`, the traced step run without compiling
+from there, the TorchInductor-compiled step from `zoo.core.LONG_FIT`. This
+measures where each pays: the whole `fit` (tracing and compilation
+included) of a fresh model with the compiled step (`jit_compile=True`),
+then with the traced step ("auto" with `TRACE_FIT` 0 and no `LONG_FIT`),
+then eagerly (`jit_compile=False`); "default" names the one "auto" runs at
+that length. PyTorch only: JAX and TensorFlow compile every `fit`. The
+models, data and batch sizes are `step_time.py`'s. Set
+`TORCHINDUCTOR_CACHE_DIR` to an empty folder for a cold compilation.
 """
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -22,7 +28,20 @@ import keras
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import step_time  # noqa: E402
 
-from zoo.core import LONG_FIT  # noqa: E402
+from zoo.core import LONG_FIT, TRACE_FIT  # noqa: E402
+
+
+@contextlib.contextmanager
+def traced_tier():
+    """"auto" runs the traced step at any length."""
+    import zoo.core
+
+    saved = zoo.core.TRACE_FIT, zoo.core.LONG_FIT
+    zoo.core.TRACE_FIT, zoo.core.LONG_FIT = 0, float("inf")
+    try:
+        yield
+    finally:
+        zoo.core.TRACE_FIT, zoo.core.LONG_FIT = saved
 
 
 def fit_seconds(family, data, steps, settings):
@@ -49,19 +68,24 @@ def main(argv=None):
     print(
         f"backend {keras.backend.backend()}, keras {keras.__version__}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs, load average at start "
-        f"{os.getloadavg()[0]:.1f}, LONG_FIT {LONG_FIT}\n"
+        f"{os.getloadavg()[0]:.1f}, TRACE_FIT {TRACE_FIT}, LONG_FIT {LONG_FIT}\n"
     )
-    print("| family | steps | default fit (s) | eager fit (s) | default/eager | final loss default / eager |")
-    print("|---|---|---|---|---|---|")
+    print("| family | steps | compiled fit (s) | traced fit (s) | eager fit (s) | compiled/eager "
+          "| traced/eager | default | final loss compiled / traced / eager |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.families.split(","):
         if name not in step_time.SPECS:
             parser.error(f"--families: unknown family {name!r}; known: {', '.join(step_time.SPECS)}")
         family = step_time.SPECS[name]()
         data = family.data(family.batch_size * args.steps_per_epoch)
-        auto, steps, auto_loss = fit_seconds(family, data, args.steps, {})
+        compiled, steps, compiled_loss = fit_seconds(family, data, args.steps, {"jit_compile": True})
+        with traced_tier():
+            traced, _, traced_loss = fit_seconds(family, data, args.steps, {})
         eager, _, eager_loss = fit_seconds(family, data, args.steps, {"jit_compile": False})
-        print(f"| {name} | {steps} | {auto:.1f} | {eager:.1f} | {auto / eager:.2f} "
-              f"| {auto_loss:.4f} / {eager_loss:.4f} |", flush=True)
+        default = "compiled" if steps >= LONG_FIT else "traced" if steps >= TRACE_FIT else "eager"
+        print(f"| {name} | {steps} | {compiled:.1f} | {traced:.1f} | {eager:.1f} "
+              f"| {compiled / eager:.2f} | {traced / eager:.2f} | {default} "
+              f"| {compiled_loss:.4f} / {traced_loss:.4f} / {eager_loss:.4f} |", flush=True)
     print(f"\nload average at end {os.getloadavg()[0]:.1f}")
 
 

@@ -4,6 +4,7 @@
     KERAS_BACKEND=tensorflow python benchmarks/step_time.py --families gan,vae
     KERAS_BACKEND=torch python benchmarks/step_time.py --compile   # + torch.compile
     KERAS_BACKEND=torch python benchmarks/step_time.py --jit-compile true  # compiled zoo step
+    KERAS_BACKEND=torch python benchmarks/step_time.py --jit-compile traced  # traced, not compiled
 
 One model per family, small enough for a 2-core CPU: GAN (MLPs, 2-D ring),
 VAE (MLPs, the digits as 64-vectors, learned-scale Gaussian), RealNVP (2-D
@@ -721,9 +722,12 @@ def first_step_seconds(family, data, settings):
 
 
 def _same_noise_as(settings):
-    """The compiled PyTorch step draws with the core's counter-based
-    generator (`zoo.core.torch_step`), not `torch.Generator`."""
-    if BACKEND == "torch" and settings.get("jit_compile") is True:
+    """The compiled and traced PyTorch steps draw with the core's
+    counter-based generator (`zoo.core.torch_step`), not `torch.Generator`."""
+    import zoo.core
+
+    traced = settings.get("jit_compile", "auto") == "auto" and zoo.core.TRACE_FIT == 0
+    if BACKEND == "torch" and (settings.get("jit_compile") is True or traced):
         from zoo.core.torch_step import functional_random
 
         return functional_random()
@@ -838,15 +842,23 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="torch: torch.compile the native step")
     parser.add_argument("--steps-per-execution", type=int, default=None)
-    parser.add_argument("--jit-compile", default=None, choices=["auto", "true", "false"],
+    parser.add_argument("--jit-compile", default=None, choices=["auto", "true", "false", "traced"],
                         help="the zoo model's compile(jit_compile=...); on torch, true is "
-                        "the core's Inductor-compiled training step")
+                        "the core's Inductor-compiled training step, and traced is "
+                        '"auto" with the traced step at any length (TRACE_FIT 0)')
     parser.add_argument("--no-sampling", action="store_true")
     args = parser.parse_args(argv)
     settings = {}
     if args.steps_per_execution:
         settings["steps_per_execution"] = args.steps_per_execution
-    if args.jit_compile:
+    if args.jit_compile == "traced":
+        if BACKEND != "torch":
+            parser.error("--jit-compile traced is PyTorch's tier of \"auto\"")
+        import zoo.core
+
+        zoo.core.TRACE_FIT, zoo.core.LONG_FIT = 0, float("inf")
+        settings["jit_compile"] = "auto"
+    elif args.jit_compile:
         settings["jit_compile"] = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
 
     threads = ""

@@ -16,6 +16,7 @@ import pytest
 
 from callbacks import EMA
 from tests.core_models import Counter, NoiseProbe, TinyGAN, toy_data
+from zoo.core import GenerativeModel
 
 BACKEND = keras.backend.backend()
 
@@ -46,7 +47,9 @@ def train(jit_compile, steps=4, weights=None, **kwargs):
     model = TinyGAN(seed=0, **kwargs)
     if weights is not None:  # the networks' initializers are unseeded
         model.set_weights(weights)
-    if jit_compile:
+    if jit_compile == "auto":
+        model.compile()
+    elif jit_compile:
         # TensorFlow's stateless random ops draw other numbers under XLA,
         # so there the eager step is compared with the plain `tf.function`.
         model.compile(jit_compile=BACKEND != "tensorflow")
@@ -62,13 +65,21 @@ def train(jit_compile, steps=4, weights=None, **kwargs):
 
 # Not slow, though it compiles a two-network step on PyTorch (1-2 min with a
 # cold Inductor cache): it is the compiled step's main guarantee.
-def test_compiled_step_equals_the_eager_step():
+@pytest.mark.parametrize("step", ["compiled", "traced"])
+def test_compiled_step_equals_the_eager_step(step, monkeypatch):
     # Two players, two critic updates per batch, a gradient penalty (double
-    # backward), BatchNorm statistics, seeded noise: all of it compiled.
+    # backward), BatchNorm statistics, seeded noise: all of it compiled, or
+    # on PyTorch traced and run without compiling ("auto" for a `fit` of
+    # `TRACE_FIT` steps or more; elsewhere "auto" is Keras's own step).
+    import zoo.core
+
+    monkeypatch.setattr(zoo.core, "TRACE_FIT", 1)
     kwargs = dict(critic_steps=2, penalty=1.0, batch_norm=True)
     weights = TinyGAN(seed=0, **kwargs).get_weights()
     eager, eager_logs = train(False, weights=weights, **kwargs)
-    compiled, compiled_logs = train(True, weights=weights, **kwargs)
+    compiled, compiled_logs = train(
+        True if step == "compiled" else "auto", weights=weights, **kwargs
+    )
     theirs = state_of(compiled)
     for key, (path, value) in state_of(eager).items():
         np.testing.assert_allclose(theirs[key][1], value, rtol=2e-4, atol=2e-5, err_msg=path)
@@ -95,15 +106,18 @@ def test_compiled_step_draws_new_noise_every_step_and_is_seeded():
     assert first != other
 
 
-def test_auto_compiles_the_training_step_of_long_fits_only(monkeypatch):
-    # On PyTorch the default `jit_compile="auto"` compiles a `fit` planned
-    # for `LONG_FIT` steps or more (its first batch shape; a smaller last
-    # batch runs eagerly, without a warning), and every later `fit`; the
-    # compiled step draws the counter-based noise, so the losses tell which
-    # step ran. Elsewhere "auto" is Keras's own compiled step at any length.
+def test_auto_traces_then_compiles_the_training_step_of_longer_fits(monkeypatch):
+    # On PyTorch the default `jit_compile="auto"` runs a `fit` planned for
+    # `TRACE_FIT` steps or more with the traced step (not compiled), one of
+    # `LONG_FIT` or more with the compiled step (their first batch shape; a
+    # smaller last batch runs eagerly, without a warning), and a later
+    # `fit` with the fastest step paid for. Traced and compiled steps draw
+    # the counter-based noise, so the losses tell them from the eager step.
+    # Elsewhere "auto" is Keras's own compiled step at any length.
     import zoo.core
 
-    monkeypatch.setattr(zoo.core, "LONG_FIT", 8)
+    monkeypatch.setattr(zoo.core, "TRACE_FIT", 8)
+    monkeypatch.setattr(zoo.core, "LONG_FIT", 16)
 
     def losses(n, epochs, model=None, **settings):
         if model is None:
@@ -119,23 +133,65 @@ def test_auto_compiles_the_training_step_of_long_fits_only(monkeypatch):
             model.fit(toy_data(n), None, 8, epochs, 0, [record], shuffle=False)
         return np.array(seen), model
 
+    def tiers(model):  # which of the traced and the compiled step ran
+        return [bool(step.cache) for step in model.train_function.steps]
+
     # (The logs are each epoch's running means of the noise.)
     eager, _ = losses(32, 2, run_eagerly=True)  # 2 epochs of 4 batches of 8
     short, _ = losses(32, 1)  # 4 steps: eager on PyTorch
     np.testing.assert_allclose(short, eager[:4], rtol=1e-6)
-    auto, model = losses(32, 2)  # 8 steps
+    traced, model = losses(32, 2)  # 8 steps
     if BACKEND != "torch":
-        np.testing.assert_allclose(auto, eager, rtol=1e-6)
+        np.testing.assert_allclose(traced, eager, rtol=1e-6)
         return
-    compiled, _ = losses(32, 3, jit_compile=True)
-    np.testing.assert_allclose(auto, compiled[:8], rtol=1e-6)
-    assert not np.allclose(auto[:4], eager[:4])
-    # A short `fit` after a long one keeps the compiled step.
+    compiled, _ = losses(32, 8, jit_compile=True)
+    np.testing.assert_allclose(traced, compiled[:8], rtol=1e-6)
+    assert not np.allclose(traced[:4], eager[:4])
+    assert tiers(model) == [True, False]
+    # A short `fit` after a longer one keeps the traced step...
     later, _ = losses(32, 1, model=model)
-    np.testing.assert_allclose(later, compiled[8:], rtol=1e-6)
+    np.testing.assert_allclose(later, compiled[8:12], rtol=1e-6)
+    assert tiers(model) == [True, False]
+    # ... and a long one compiles it, which later short fits keep.
+    losses(32, 4, model=model)
+    later, _ = losses(32, 1, model=model)
+    np.testing.assert_allclose(later, compiled[-4:], rtol=1e-6)
+    assert tiers(model) == [True, True]
     # 2 x (4 batches of 8, 1 of 4): the batches of 4 run eagerly.
-    uneven, _ = losses(36, 2)
+    uneven, model = losses(36, 2)
     np.testing.assert_allclose(uneven[:4], compiled[:4], rtol=1e-6)
+    assert tiers(model) == [True, False]
+
+
+class Relay(GenerativeModel):
+    """Each step, `last` takes the old value of `count`, which goes up by
+    one: a new value that is another variable's old one (created after it,
+    so copied back after it)."""
+
+    data_shape = (2,)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.count = self.add_weight(shape=(3,), initializer="zeros", trainable=False)
+        self.last = self.add_weight(shape=(3,), initializer="ones", trainable=False)
+        self.w = self.add_weight(shape=(), initializer="zeros", name="w")
+
+    def train_step_logic(self, x, y=None, sample_weight=None):
+        self.last.assign(self.count)
+        self.count.assign(self.count + 1.0)
+        return {"loss": self.minimize("model", lambda: 0.0 * self.w)}
+
+
+@pytest.mark.parametrize("jit_compile", [True, "auto"])
+def test_a_variable_can_take_another_variables_old_value(jit_compile, monkeypatch):
+    import zoo.core
+
+    monkeypatch.setattr(zoo.core, "TRACE_FIT", 1)  # "auto": the traced step
+    model = Relay()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit_compile)
+    model.fit(toy_data(24), batch_size=8, verbose=0)
+    np.testing.assert_array_equal(model.count.numpy(), [3.0] * 3)
+    np.testing.assert_array_equal(model.last.numpy(), [2.0] * 3)
 
 
 def test_compiled_step_keeps_optimizer_state_trackers_and_iterations():

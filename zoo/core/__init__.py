@@ -71,14 +71,22 @@ def compile_loop(model, fn, jit_compile=None, unroll=1):
 # `jit_compile="auto"` compiles the steps of loops longer than this.
 LONG_LOOP = 100
 
+# On PyTorch, `compile(jit_compile="auto")` traces the training step of a
+# `fit` planned for at least this many steps and runs the traced graph
+# without Keras's layer calls (`zoo.core.torch_step.AutoStep`): the trace
+# costs about a second on a 2-core CPU and saved 2.5-11 ms per step against
+# eager Keras there (README, Performance), so 500 steps pay for it in every
+# family measured.
+TRACE_FIT = 500
+
 # On PyTorch, `compile(jit_compile="auto")` compiles the training step of a
 # `fit` planned for at least this many steps (`zoo.core.torch_step.AutoStep`).
 # Compiling costs 20-50 s per model on a 2-core CPU (3-10 s from Inductor's
 # disk cache; the first model in a process also pays about 5 s of Inductor
-# setup, plus about 8 s once per cache folder) and saved 7-16 ms per step
-# against eager Keras there (README, Performance): 5,000 steps pay for it in
-# every family measured.
-LONG_FIT = 5_000
+# setup, plus about 8 s once per cache folder) and saved 4-5 ms per step
+# against the traced step there: whole fits broke even at about 4,000
+# (VAE) to 8,000 (GAN) steps (README, Performance).
+LONG_FIT = 8_000
 
 
 def compiles_steps(jit_compile, num_steps, compiled_before=False):
@@ -103,6 +111,6 @@ from zoo.core.multi_optimizer import MultiOptimizer  # noqa: E402
 from zoo.core.model import GenerativeModel  # noqa: E402
 
 __all__ = [
-    "GenerativeModel", "LONG_FIT", "LONG_LOOP", "MultiOptimizer", "backend_module", "backend_name", "compile_loop",
-    "compile_step", "compiles_steps",
+    "GenerativeModel", "LONG_FIT", "LONG_LOOP", "MultiOptimizer", "TRACE_FIT", "backend_module", "backend_name",
+    "compile_loop", "compile_step", "compiles_steps",
 ]

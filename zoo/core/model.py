@@ -387,9 +387,12 @@ class GenerativeModel(keras.Model):
                 `torch.compile`; the first step then takes 20 s to minutes
                 on a small CPU. The default ("auto") does the same on
                 PyTorch for a `fit` planned for at least `zoo.core.LONG_FIT`
-                (5,000) steps, and every `fit` after it, compiling the
-                first batch shape only; shorter fits run eagerly. On
-                TensorFlow and JAX "auto" is Keras's rule.
+                (8,000) steps, and every `fit` after it, compiling the
+                first batch shape only; a `fit` of at least
+                `zoo.core.TRACE_FIT` (500) steps runs that traced step
+                without compiling it (a trace of about a second); shorter
+                fits run eagerly. On TensorFlow and JAX "auto" is Keras's
+                rule.
             auto_scale_loss: under a `mixed_float16` policy, wrap each
                 player's optimizer in a `keras.optimizers.LossScaleOptimizer`.
         """
