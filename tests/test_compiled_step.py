@@ -304,7 +304,9 @@ def test_each_family_trains_with_the_compiled_step(family):
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the eager fallback is PyTorch's")
-def test_untraceable_step_falls_back_to_eager_with_a_warning():
+def test_untraceable_step_falls_back_to_eager_with_a_warning(monkeypatch):
+    import zoo.core
+
     class Unseeded(NoiseProbe):
         def train_step_logic(self, x, y=None, sample_weight=None):
             def loss_fn():  # a draw from Keras's global generator
@@ -314,9 +316,21 @@ def test_untraceable_step_falls_back_to_eager_with_a_warning():
 
     model = Unseeded()
     model.compile(optimizer=keras.optimizers.SGD(0.0), jit_compile=True)
-    with pytest.warns(UserWarning, match="runs eagerly"):
+    with pytest.warns(UserWarning, match="to compile it as a graph.*runs eagerly"):
         history = model.fit(toy_data(32), batch_size=8, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+    # "auto" falls back the same way from the traced step, once: a later
+    # `fit` long enough to compile does not try again.
+    monkeypatch.setattr(zoo.core, "TRACE_FIT", 2)
+    monkeypatch.setattr(zoo.core, "LONG_FIT", 8)
+    model = Unseeded()
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    with pytest.warns(UserWarning, match="to run it as a graph.*runs eagerly"):
+        model.fit(toy_data(16), batch_size=8, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        history = model.fit(toy_data(64), batch_size=8, verbose=0)
+    assert len(history.history["loss"]) == 1 and np.isfinite(history.history["loss"][0])
 
 
 def test_counter_based_noise_is_lowbias32_and_standard_normal():

@@ -398,9 +398,10 @@ class CompiledStep:
                 logs = self.eager(data)
                 self.fallback = f"{type(error).__name__}: {error}"
                 warnings.warn(
-                    f"{type(self.model).__name__}: the compiled PyTorch "
+                    f"{type(self.model).__name__}: the PyTorch "
                     f"{'training' if self.training else 'test'} step could not be "
-                    f"traced, so it runs eagerly ({self.fallback}).",
+                    f"traced (to {'compile' if self.inductor else 'run'} it as a "
+                    f"graph), so it runs eagerly ({self.fallback}).",
                     stacklevel=2,
                 )
                 return logs
