@@ -17,7 +17,6 @@ models, data and batch sizes are `step_time.py`'s. Set
 """
 
 import argparse
-import contextlib
 import os
 import platform
 import sys
@@ -29,19 +28,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import step_time  # noqa: E402
 
 from zoo.core import LONG_FIT, TRACE_FIT  # noqa: E402
-
-
-@contextlib.contextmanager
-def traced_tier():
-    """"auto" runs the traced step at any length."""
-    import zoo.core
-
-    saved = zoo.core.TRACE_FIT, zoo.core.LONG_FIT
-    zoo.core.TRACE_FIT, zoo.core.LONG_FIT = 0, float("inf")
-    try:
-        yield
-    finally:
-        zoo.core.TRACE_FIT, zoo.core.LONG_FIT = saved
 
 
 def fit_seconds(family, data, steps, settings):
@@ -79,7 +65,7 @@ def main(argv=None):
         family = step_time.SPECS[name]()
         data = family.data(family.batch_size * args.steps_per_epoch)
         compiled, steps, compiled_loss = fit_seconds(family, data, args.steps, {"jit_compile": True})
-        with traced_tier():
+        with step_time.traced_tier():
             traced, _, traced_loss = fit_seconds(family, data, args.steps, {})
         eager, _, eager_loss = fit_seconds(family, data, args.steps, {"jit_compile": False})
         default = "compiled" if steps >= LONG_FIT else "traced" if steps >= TRACE_FIT else "eager"

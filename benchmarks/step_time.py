@@ -721,6 +721,20 @@ def first_step_seconds(family, data, settings):
     return time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def traced_tier():
+    """PyTorch's "auto" runs the traced step at any length (`TRACE_FIT` 0,
+    no `LONG_FIT`)."""
+    import zoo.core
+
+    saved = zoo.core.TRACE_FIT, zoo.core.LONG_FIT
+    zoo.core.TRACE_FIT, zoo.core.LONG_FIT = 0, float("inf")
+    try:
+        yield
+    finally:
+        zoo.core.TRACE_FIT, zoo.core.LONG_FIT = saved
+
+
 def _same_noise_as(settings):
     """The compiled and traced PyTorch steps draw with the core's
     counter-based generator (`zoo.core.torch_step`), not `torch.Generator`."""
@@ -854,9 +868,6 @@ def main(argv=None):
     if args.jit_compile == "traced":
         if BACKEND != "torch":
             parser.error("--jit-compile traced is PyTorch's tier of \"auto\"")
-        import zoo.core
-
-        zoo.core.TRACE_FIT, zoo.core.LONG_FIT = 0, float("inf")
         settings["jit_compile"] = "auto"
     elif args.jit_compile:
         settings["jit_compile"] = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
@@ -871,7 +882,8 @@ def main(argv=None):
           "| CPU time zoo/native | epoch end (ms) | first step zoo / native (s) | loss check |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.families.split(","):
-        r = bench_family(name.strip(), args, settings)
+        with traced_tier() if args.jit_compile == "traced" else contextlib.nullcontext():
+            r = bench_family(name.strip(), args, settings)
         print(f"| {BACKEND} | {r['family']} | {r['batch']} | {r['zoo_ms']:.2f} "
               f"| {r['native_ms']:.2f} | {r['ratio']:.2f} | {r['cpu_ratio']:.2f} "
               f"| {r['epoch_end_ms']:.1f} | {r['zoo_first_s']:.2f} / {r['native_first_s']:.2f} "
