@@ -16,9 +16,13 @@ _FIT_SIGNATURE = inspect.signature(keras.Model.fit)
 _EVALUATE_SIGNATURE = inspect.signature(keras.Model.evaluate)
 
 
-def _arguments(signature, model, args, kwargs):
-    """`fit`'s or `evaluate`'s arguments by name (those given), checked:
-    Keras drops sample weights given with arrays and no `y`."""
+def _arguments(signature, model, args, kwargs, hook):
+    """`fit`'s or `evaluate`'s arguments by name (those given), checked
+    (Keras drops sample weights given with arrays and no `y`), then adjusted
+    by the backend module's `hook` where it has one: PyTorch's "auto" step
+    needs the number of steps `fit` plans (a callback records it);
+    TensorFlow feeds in-memory arrays as pipelines without per-epoch or
+    per-evaluation setup."""
     arguments = signature.bind(model, *args, **kwargs).arguments
     arguments.pop("self")
     arguments.update(arguments.pop("kwargs", {}))
@@ -34,7 +38,8 @@ def _arguments(signature, model, args, kwargs):
             "next tokens, a conditional model's labels; a model that takes "
             "none ignores it, so any array with one row per example does)."
         )
-    return arguments
+    adjust = getattr(backend_module(), hook, None)
+    return arguments if adjust is None else adjust(model, arguments)
 
 
 class GenerativeModel(keras.Model):
@@ -509,23 +514,13 @@ class GenerativeModel(keras.Model):
 
     @functools.wraps(keras.Model.fit)  # its signature and docstring
     def fit(self, *args, **kwargs):
-        arguments = _arguments(_FIT_SIGNATURE, self, args, kwargs)
-        # The backend may adjust the arguments: PyTorch's "auto" step needs
-        # the number of steps `fit` plans (a callback records it);
-        # TensorFlow feeds in-memory arrays as pipelines without per-epoch
-        # setup.
-        adjust = getattr(backend_module(), "fit_arguments", None)
-        if adjust is not None:
-            arguments = adjust(self, arguments)
-        return super().fit(**arguments)
+        return super().fit(**_arguments(_FIT_SIGNATURE, self, args, kwargs, "fit_arguments"))
 
     @functools.wraps(keras.Model.evaluate)
     def evaluate(self, *args, **kwargs):
-        arguments = _arguments(_EVALUATE_SIGNATURE, self, args, kwargs)
-        adjust = getattr(backend_module(), "evaluate_arguments", None)
-        if adjust is not None:
-            arguments = adjust(self, arguments)
-        return super().evaluate(**arguments)
+        return super().evaluate(
+            **_arguments(_EVALUATE_SIGNATURE, self, args, kwargs, "evaluate_arguments")
+        )
 
     def __setattr__(self, name, value):
         # Keras's JAX trainer stores the live state here after every step;

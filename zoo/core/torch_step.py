@@ -42,6 +42,7 @@ time on a 2-core CPU.
 
 import contextlib
 import math
+import operator
 import threading
 import warnings
 
@@ -250,8 +251,6 @@ def _written(node, returned=False):
     """Whether any operation writes to `node`'s tensor, directly or through
     a view of it (by the operations' schemas; unknown ones count as
     writes), or, with `returned`, the graph returns it or a view of it."""
-    import operator
-
     for user in node.users:
         if user.op == "output":
             if returned:
@@ -547,10 +546,10 @@ class AutoStep:
             steps = (plan[0] or 0) if plan is not None else 0
             tier = 2 if steps >= LONG_FIT else 1 if steps >= TRACE_FIT else 0
             self.tier = max(self.tier, tier)
+            if self.steps[0].fallback is not None:  # untraceable: no second try
+                self.steps[1].fallback = self.steps[0].fallback
         if self.tier == 0:
             return self.steps[0].eager(data[0])
-        if self.steps[0].fallback is not None:  # untraceable: no second try
-            self.steps[1].fallback = self.steps[0].fallback
         return self.steps[self.tier - 1](data)
 
 
