@@ -344,6 +344,16 @@ def test_conditional_gan_needs_labels():
         model.fit(_vectors(16), batch_size=16, epochs=1, verbose=0)
 
 
+def test_conditional_gan_trains_eagerly():
+    # `run_eagerly=True`: Keras's JAX trainer then hands the step NumPy
+    # batches, which the core makes tensors before `[x, labels]` meets a layer.
+    model = ConditionalGAN((2,), 3, 4, seed=0, **TINY)
+    model.compile(run_eagerly=True)
+    labels = np.arange(16) % 3
+    history = model.fit(_vectors(16), labels, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+
 def test_projection_discriminator_uses_labels():
     model = ConditionalGAN((2,), 3, 4, seed=0, **TINY)
     x = ops.convert_to_tensor(_vectors(4))

@@ -537,6 +537,13 @@ class GenerativeModel(keras.Model):
     def run_step(self, data, training):
         """The backend-agnostic body of a train or test step."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        # Keras's JAX trainer hands an eager step (`run_eagerly=True`) the
+        # batch as NumPy arrays, which a layer cannot take in a list beside
+        # a tensor (a conditional model's `[x, labels]`).
+        x, y, sample_weight = keras.tree.map_structure(
+            lambda v: ops.convert_to_tensor(v) if isinstance(v, np.ndarray) else v,
+            (x, y, sample_weight),
+        )
         self.validate_data(x)
         object.__setattr__(self, "_step_gradient_norms", {})
         if training:
