@@ -286,6 +286,83 @@ def _family(name):
     return model, rng.integers(0, 16, (64, 9)).astype("int32")
 
 
+def _every_model(name):
+    """A tiny model of each class, its data (x, or (x, y)) and `fit`'s batch size."""
+    from zoo.data import digits
+    from zoo.diffusion import DDPM
+    from zoo.flow import Glow, NeuralSplineFlow, RealNVP
+    from zoo.gan import GAN, WGANGP, ConditionalGAN
+    from zoo.transformer import GPT
+    from zoo.vae import VAE, VQVAE, ConditionalVAE
+
+    images, labels = digits("train")
+    images, labels = images[:48], labels[:48]
+    x2 = np.random.default_rng(0).normal(size=(48, 2)).astype("float32")
+    vectors = images.reshape(-1, 64)
+    models = {
+        "gan": lambda: (GAN((2,), 4, hidden_units=(16,), seed=1), x2),
+        "wgan_gp": lambda: (WGANGP((8, 8, 1), 4, critic_steps=2, filters=4, seed=1), images),
+        "conditional_gan": lambda: (ConditionalGAN((2,), 3, 4, hidden_units=(16,), seed=1),
+                                    (x2, labels % 3)),
+        "vae": lambda: (VAE((64,), 2, hidden_units=(16,), seed=0), vectors),
+        "conditional_vae": lambda: (
+            ConditionalVAE((64,), 10, 2, num_levels=17, hidden_units=(16,), seed=3),
+            (vectors, labels)),
+        "vqvae": lambda: (VQVAE((8, 8, 1), 8, 4, num_levels=17, ema_decay=0.9, filters=4,
+                                hidden_units=(16,), seed=4), images),
+        "realnvp": lambda: (RealNVP((2,), num_couplings=2, hidden_units=(8,), seed=0), x2),
+        "glow": lambda: (Glow((8, 8, 1), num_levels=17, num_scales=2, steps_per_scale=1,
+                              filters=4, seed=0), images),
+        "spline_flow": lambda: (NeuralSplineFlow((2,), num_couplings=2, num_bins=4,
+                                                 hidden_units=(8,), seed=0), x2),
+        "ddpm": lambda: (DDPM((2,), timesteps=100, hidden_units=8, num_blocks=1, seed=0), x2),
+        "gpt": lambda: (
+            GPT(vocab_size=16, max_length=16, num_layers=1, num_heads=2, hidden_dim=16,
+                dropout=0.1, seed=0),
+            np.random.default_rng(0).integers(0, 16, (48, 9)).astype("int32")),
+    }
+    return models[name]()
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the traced step is PyTorch's")
+@pytest.mark.parametrize("name", [
+    "gan", "wgan_gp", "conditional_gan", "vae", "conditional_vae", "vqvae", "realnvp",
+    "glow", "spline_flow", "ddpm", "gpt",
+])
+def test_every_model_runs_the_traced_step_as_its_eager_step(name, monkeypatch):
+    # "auto"'s traced step (the graph cleaned up, updating the variables in
+    # place, each operation called through its Python binding) against
+    # `run_eagerly=True`: three steps from the same weights with the same
+    # noise, for every model class, so every operation the zoo's layers
+    # and losses use goes through the graph's rewrites. (JAX's and
+    # TensorFlow's compiled steps are compared with their eager ones by
+    # `test_compiled_step_equals_the_eager_step`.)
+    import zoo.core
+
+    monkeypatch.setattr(zoo.core, "TRACE_FIT", 1)
+    runs, weights = [], None
+    for eager in (True, False):
+        model, data = _every_model(name)
+        x, y = data if isinstance(data, tuple) else (data, None)
+        if weights is None:
+            weights = model.get_weights()
+        else:  # some initializers are unseeded
+            model.set_weights(weights)
+        model.compile(run_eagerly=eager)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # no eager fallback
+            with matching_noise() if eager else contextlib.nullcontext():
+                history = model.fit(x, y, batch_size=16, shuffle=False, verbose=0)
+        runs.append((model, history.history))
+    (eager, eager_logs), (default, logs) = runs
+    assert default.train_function.tier == 1  # traced
+    theirs = state_of(default)
+    for key, (path, value) in state_of(eager).items():
+        np.testing.assert_allclose(theirs[key][1], value, rtol=2e-4, atol=2e-5, err_msg=path)
+    for key, value in eager_logs.items():
+        np.testing.assert_allclose(logs[key], value, rtol=2e-4, err_msg=key)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["gan", "vae", "flow", "ddpm", "gpt"])
 def test_each_family_trains_with_the_compiled_step(family):

@@ -44,6 +44,7 @@ import contextlib
 import math
 import operator
 import threading
+import types
 import warnings
 
 import keras
@@ -306,13 +307,98 @@ def _redundant_copy(node, data):
     return base is not None and not _written(node, returned=True) and not _written(base)
 
 
-def _lean_graph(graph, count):
+_BINDING_MODULES = (torch, torch._C._nn, torch._C._linalg, torch._C._special, torch._C._fft)
+
+
+def _binding(node):
+    """How to call the ATen operation of `node` through PyTorch's Python
+    bindings, which parse the arguments in C++ (a `torch.ops` overload's
+    Python call costs a third to a half more, per operation):
+    `("call_function", torch.<name>)` (or `torch._C._nn.<name>`, ...), or
+    `("call_method", name)` for a `Tensor` method; None where PyTorch has
+    no binding of that name (backward operations, `_to_copy`, `slice`) or
+    only a Python wrapper (`Tensor.split`). A binding takes the
+    operation's own arguments, positional and keyword, and picks the same
+    overload from their types."""
+    target = node.target
+    if not isinstance(target, torch._ops.OpOverload) or target.namespace != "aten":
+        return None
+    name = target._opname
+    for module in _BINDING_MODULES:
+        fn = getattr(module, name, None)
+        if type(fn) is types.BuiltinFunctionType and fn.__module__ == module.__name__:
+            return "call_function", fn
+    method = getattr(torch._C.TensorBase, name, None)
+    arguments = target._schema.arguments
+    if (
+        method is not None
+        and getattr(torch.Tensor, name, None) is method  # no Python wrapper
+        and arguments and arguments[0].name == "self" and node.args
+    ):
+        return "call_method", name
+    return None
+
+
+def _views(node):
+    """`node` and the nodes whose tensors view its tensor (by the
+    operations' schemas; an operation without one counts as a view)."""
+    found, stack = {node}, [node]
+    while stack:
+        current = stack.pop()
+        for user in current.users:
+            if user in found or user.op == "output":
+                continue
+            schema = getattr(user.target, "_schema", None)
+            if schema is not None:
+                if not any(r.alias_info is not None for r in schema.returns):
+                    continue
+                aliased = [
+                    user.args[k] if k < len(user.args) else user.kwargs.get(a.name)
+                    for k, a in enumerate(schema.arguments) if a.alias_info is not None
+                ]
+                if not any(v is current or (isinstance(v, (list, tuple)) and current in v)
+                           for v in aliased):
+                    continue
+            found.add(user)
+            stack.append(user)
+    return found
+
+
+def _in_place(graph, count, changed):
+    """Lets the graph update the variables themselves: the step clones each
+    variable's value (a compiled graph must not mutate its inputs), the
+    optimizers update the clones in place, and `CompiledStep._run` copies
+    them back. A clone that the graph returns, if at all, only as its own
+    variable's new value (nor any view of it elsewhere) can be the input:
+    the same reads and writes, in the same order, on the variable's
+    storage, and no copy back (`_run` skips an output that is its input).
+    A clone returned (or viewed) as another variable's new value or as a
+    log stays: that must not alias a variable which the copy-back or the
+    next step changes."""
+    placeholders = [node for node in graph.nodes if node.op == "placeholder"][:count]
+    output = next(node for node in graph.nodes if node.op == "output")
+    returned = list(output.args[0])
+    for k, placeholder in enumerate(placeholders):
+        users = list(placeholder.users)
+        if len(users) != 1 or users[0].target not in _COPIES:
+            continue
+        clone = users[0]
+        views = _views(clone)
+        if any(value in views and not (value is clone and i < len(changed) and changed[i] == k)
+               for i, value in enumerate(returned)):
+            continue
+        clone.replace_all_uses_with(placeholder)
+        graph.erase_node(clone)
+
+
+def _lean_graph(graph, count, changed):
     """The traced graph, for running operation by operation: without the
     `detach`es (the graph has no autograd) and the copies of tensors that
-    nothing writes to (the step copies every input, since a compiled graph
-    must not mutate them: only the optimizers' slots are updated in place).
-    A tenth to a fifth fewer operations, each a Python call. The graph's
-    inputs after the first `count` are the batch."""
+    nothing writes to; updating the variables in place where it can
+    (`_in_place`); each operation called through its Python binding
+    (`_binding`) where it has one. The graph's inputs are the values of the
+    `count` variables, then the batch; its outputs start with the new
+    values of the variables at indices `changed`."""
     data = [node for node in graph.graph.nodes if node.op == "placeholder"][count:]
     for node in list(graph.graph.nodes):
         if node.op == "call_function" and (
@@ -321,6 +407,11 @@ def _lean_graph(graph, count):
             node.replace_all_uses_with(node.args[0])
             graph.graph.erase_node(node)
     graph.graph.eliminate_dead_code()
+    _in_place(graph.graph, count, changed)
+    for node in graph.graph.nodes:  # (after the schema-reading clean-ups)
+        binding = _binding(node) if node.op == "call_function" else None
+        if binding is not None:
+            node.op, node.target = binding
     graph.recompile()
     return graph
 
@@ -412,8 +503,13 @@ class CompiledStep:
         values = [v._value for v in self.variables]
         with torch.no_grad():  # (the weights require gradients)
             out = fn(*values, *[x for x in leaves if x is not None])
-            new, logs = out[: len(changed)], out[len(changed):]
-            torch._foreach_copy_([values[k] for k in changed], list(new))
+            targets, new = [], []
+            for k, value in zip(changed, out):
+                if value is not values[k]:  # (the traced graph updates some in place)
+                    targets.append(values[k])
+                    new.append(value)
+            torch._foreach_copy_(targets, new)
+        logs = out[len(changed):]
         return optree.tree_unflatten(log_spec, logs)
 
     def _trace(self, leaves, spec):
@@ -491,7 +587,10 @@ class CompiledStep:
         args = [mode.from_tensor(a, static_shapes=True) for a in args]
         with torch.no_grad():
             graph = make_fx(pure, tracing_mode="fake")(*args)
-        fn = torch._inductor.compile(graph, args) if self.inductor else _lean_graph(graph, count)
+        if self.inductor:
+            fn = torch._inductor.compile(graph, args)
+        else:
+            fn = _lean_graph(graph, count, meta["changed"]).forward
         return fn, meta["changed"], meta["log_spec"]
 
 
