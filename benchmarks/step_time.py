@@ -736,12 +736,10 @@ def traced_tier():
 
 
 def _same_noise_as(settings):
-    """The compiled and traced PyTorch steps draw with the core's
-    counter-based generator (`zoo.core.torch_step`), not `torch.Generator`."""
-    import zoo.core
-
-    traced = settings.get("jit_compile", "auto") == "auto" and zoo.core.TRACE_FIT == 0
-    if BACKEND == "torch" and (settings.get("jit_compile") is True or traced):
+    """The compiled PyTorch step draws with the core's counter-based
+    generator (`zoo.core.torch_step`), not `torch.Generator` (the traced
+    step draws Keras's own numbers)."""
+    if BACKEND == "torch" and settings.get("jit_compile") is True:
         from zoo.core.torch_step import functional_random
 
         return functional_random()

@@ -12,6 +12,7 @@ import warnings
 
 import keras
 import numpy as np
+from keras import ops
 import pytest
 
 from callbacks import EMA
@@ -27,7 +28,8 @@ torch_slow = pytest.mark.slow if BACKEND == "torch" else (lambda test: test)
 
 
 def matching_noise():
-    """Makes an eager PyTorch step draw the noise the compiled step draws."""
+    """Makes an eager PyTorch step draw the noise the compiled step draws
+    (the counter-based generator; the traced step draws Keras's own)."""
     if BACKEND != "torch":
         return contextlib.nullcontext()  # same generator either way
     from zoo.core.torch_step import functional_random
@@ -43,7 +45,7 @@ def state_of(model, metrics=True):
     return {i: (v.path, np.array(v.numpy())) for i, v in enumerate(variables)}
 
 
-def train(jit_compile, steps=4, weights=None, **kwargs):
+def train(jit_compile, steps=4, weights=None, noise=None, **kwargs):
     model = TinyGAN(seed=0, **kwargs)
     if weights is not None:  # the networks' initializers are unseeded
         model.set_weights(weights)
@@ -58,7 +60,7 @@ def train(jit_compile, steps=4, weights=None, **kwargs):
     x = toy_data(16 * steps)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # no eager fallback
-        with matching_noise() if not jit_compile else contextlib.nullcontext():
+        with noise or contextlib.nullcontext():
             history = model.fit(x, batch_size=16, epochs=1, shuffle=False, verbose=0)
     return model, history.history
 
@@ -76,7 +78,8 @@ def test_compiled_step_equals_the_eager_step(step, monkeypatch):
     monkeypatch.setattr(zoo.core, "TRACE_FIT", 1)
     kwargs = dict(critic_steps=2, penalty=1.0, batch_norm=True)
     weights = TinyGAN(seed=0, **kwargs).get_weights()
-    eager, eager_logs = train(False, weights=weights, **kwargs)
+    noise = matching_noise() if step == "compiled" else None
+    eager, eager_logs = train(False, weights=weights, noise=noise, **kwargs)
     compiled, compiled_logs = train(
         True if step == "compiled" else "auto", weights=weights, **kwargs
     )
@@ -111,8 +114,9 @@ def test_auto_traces_then_compiles_the_training_step_of_longer_fits(monkeypatch)
     # `TRACE_FIT` steps or more with the traced step (not compiled), one of
     # `LONG_FIT` or more with the compiled step (their first batch shape; a
     # smaller last batch runs eagerly, without a warning), and a later
-    # `fit` with the fastest step paid for. Traced and compiled steps draw
-    # the counter-based noise, so the losses tell them from the eager step.
+    # `fit` with the fastest step paid for. The compiled step draws the
+    # counter-based noise, so the losses tell it from the eager and the
+    # traced step, which draw Keras's own (the same numbers).
     # Elsewhere "auto" is Keras's own compiled step at any length.
     import zoo.core
 
@@ -137,20 +141,19 @@ def test_auto_traces_then_compiles_the_training_step_of_longer_fits(monkeypatch)
         return [bool(step.cache) for step in model.train_function.steps]
 
     # (The logs are each epoch's running means of the noise.)
-    eager, _ = losses(32, 2, run_eagerly=True)  # 2 epochs of 4 batches of 8
+    eager, _ = losses(32, 3, run_eagerly=True)  # 3 epochs of 4 batches of 8
     short, _ = losses(32, 1)  # 4 steps: eager on PyTorch
     np.testing.assert_allclose(short, eager[:4], rtol=1e-6)
     traced, model = losses(32, 2)  # 8 steps
+    np.testing.assert_allclose(traced, eager[:8], rtol=1e-6)
     if BACKEND != "torch":
-        np.testing.assert_allclose(traced, eager, rtol=1e-6)
         return
     compiled, _ = losses(32, 8, jit_compile=True)
-    np.testing.assert_allclose(traced, compiled[:8], rtol=1e-6)
-    assert not np.allclose(traced[:4], eager[:4])
+    assert not np.allclose(compiled[:4], eager[:4])
     assert tiers(model) == [True, False]
     # A short `fit` after a longer one keeps the traced step...
     later, _ = losses(32, 1, model=model)
-    np.testing.assert_allclose(later, compiled[8:12], rtol=1e-6)
+    np.testing.assert_allclose(later, eager[8:12], rtol=1e-6)
     assert tiers(model) == [True, False]
     # ... and a long one compiles it, which later short fits keep.
     losses(32, 4, model=model)
@@ -159,8 +162,75 @@ def test_auto_traces_then_compiles_the_training_step_of_longer_fits(monkeypatch)
     assert tiers(model) == [True, True]
     # 2 x (4 batches of 8, 1 of 4): the batches of 4 run eagerly.
     uneven, model = losses(36, 2)
-    np.testing.assert_allclose(uneven[:4], compiled[:4], rtol=1e-6)
+    np.testing.assert_allclose(uneven[:4], eager[:4], rtol=1e-6)
     assert tiers(model) == [True, False]
+
+
+class Draws(GenerativeModel):
+    """Logs one statistic of each of `keras.random`'s draws, every step;
+    the loss takes a seeded dropout's gradient."""
+
+    data_shape = (2,)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.w = self.add_weight(shape=(2,), initializer="ones", name="w")
+
+    def log_names(self):
+        return ("loss", "normal", "uniform", "scalar", "randint", "truncated", "categorical",
+                "gamma", "binomial", "beta", "int_seed", "partial_noise")
+
+    def train_step_logic(self, x, y=None, sample_weight=None):
+        seed, r = self.seed_generator, keras.random
+        logs = {
+            "normal": ops.sum(r.normal((3, 2), mean=1.0, stddev=2.0, seed=seed)),
+            "uniform": ops.sum(r.uniform((5,), minval=-1.0, maxval=3.0, seed=seed)),
+            "scalar": r.uniform((), seed=seed),
+            "randint": ops.sum(r.randint((7,), 2, 9, seed=seed)),
+            "truncated": ops.sum(r.truncated_normal((4, 3), stddev=0.5, seed=seed)),
+            "categorical": ops.sum(r.categorical(ops.log(x[:, :1] ** 2 + ops.ones((8, 3))), 5,
+                                                 seed=seed)),
+            "gamma": ops.sum(r.gamma((4,), alpha=2.0, seed=seed)),
+            "binomial": ops.sum(r.binomial((4,), counts=5.0, probabilities=0.3, seed=seed)),
+            "beta": ops.sum(r.beta((4,), alpha=2.0, beta=3.0, seed=seed)),
+            "int_seed": ops.sum(r.normal((2,), seed=7)),
+            "partial_noise": ops.sum(r.dropout(ops.ones((4, 3)), 0.5, noise_shape=(4, 1),
+                                               seed=seed)),
+        }
+        logs["loss"] = self.minimize(
+            "model", lambda: ops.sum(r.dropout(x * self.w, 0.5, seed=seed) ** 2))
+        return logs
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the traced step is PyTorch's")
+def test_the_traced_step_draws_what_the_eager_step_draws(monkeypatch):
+    # Each of Keras's PyTorch random functions, run inside the traced graph
+    # as one operation with the seed drawn in the graph: the eager step's
+    # numbers, every step, and the dropout's gradient.
+    import zoo.core
+
+    monkeypatch.setattr(zoo.core, "TRACE_FIT", 1)
+    runs = []
+    for eager in (True, False):
+        model = Draws(seed=5)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), run_eagerly=eager)
+        seen = []
+        record = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda batch, logs: seen.append(
+                {k: float(v) for k, v in logs.items()})
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # no eager fallback
+            model.fit(toy_data(24), batch_size=8, shuffle=False, verbose=0, callbacks=[record])
+        runs.append((seen, model.w.numpy()))
+    (eager, eager_w), (traced, traced_w) = runs
+    assert model.train_function.tier == 1
+    assert eager[0]["normal"] != eager[1]["normal"]  # new draws every step
+    for step, logs in zip(eager, traced):
+        for key, value in logs.items():
+            np.testing.assert_allclose(step[key], value, rtol=1e-5, err_msg=key)
+    np.testing.assert_allclose(traced_w, eager_w, rtol=1e-6)
+    assert not np.allclose(eager_w, 1.0)
 
 
 class Relay(GenerativeModel):
@@ -331,10 +401,11 @@ def _every_model(name):
 ])
 def test_every_model_runs_the_traced_step_as_its_eager_step(name, monkeypatch):
     # "auto"'s traced step (the graph cleaned up, updating the variables in
-    # place, each operation called through its Python binding) against
-    # `run_eagerly=True`: three steps from the same weights with the same
-    # noise, for every model class, so every operation the zoo's layers
-    # and losses use goes through the graph's rewrites. (JAX's and
+    # place, each operation called through its Python binding, Keras's own
+    # draws as single operations) against `run_eagerly=True`: three steps
+    # from the same weights, for every model class, so every operation the
+    # zoo's layers and losses use goes through the graph's rewrites, and
+    # the noise is the eager step's. (JAX's and
     # TensorFlow's compiled steps are compared with their eager ones by
     # `test_compiled_step_equals_the_eager_step`.)
     import zoo.core
@@ -351,8 +422,7 @@ def test_every_model_runs_the_traced_step_as_its_eager_step(name, monkeypatch):
         model.compile(run_eagerly=eager)
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)  # no eager fallback
-            with matching_noise() if eager else contextlib.nullcontext():
-                history = model.fit(x, y, batch_size=16, shuffle=False, verbose=0)
+            history = model.fit(x, y, batch_size=16, shuffle=False, verbose=0)
         runs.append((model, history.history))
     (eager, eager_logs), (default, logs) = runs
     assert default.train_function.tier == 1  # traced

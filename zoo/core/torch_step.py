@@ -22,11 +22,14 @@ What the trace needs, and where it is handled:
 - randomness: Keras's PyTorch random ops seed a `torch.Generator` from a
   Python int read off the seed state, which a trace would freeze into a
   constant (the same noise every step). While tracing, `keras.random`'s
-  draws are replaced by a counter-based generator (a 32-bit integer hash of
-  the seed state and the element index) computed with tensor operations, so
-  the seed state is a graph input, each step draws new noise, and seeded
-  runs are reproducible. The noise differs from eager PyTorch's (a
-  different generator), not in distribution;
+  draws are replaced so that the seed is drawn in the graph (the seed state
+  is a graph input, each step draws new noise, and seeded runs are
+  reproducible). For TorchInductor, by a counter-based generator (a 32-bit
+  integer hash of the seed state and the element index) computed with
+  tensor operations: noise that differs from eager PyTorch's (a different
+  generator), not in distribution. For the traced graph run without
+  compiling (below), by single opaque operations that call Keras's own
+  function with the drawn seed: the eager step's numbers;
 - anything the trace cannot represent (a Python branch on a tensor value,
   a draw without a tracked seed, a variable assigned that the step does
   not thread) makes the step fall back to eager execution with a warning,
@@ -35,12 +38,14 @@ What the trace needs, and where it is handled:
 The traced graph can also run as it is, operation by operation, without
 TorchInductor (`CompiledStep(inductor=False)`): a trace costs about a
 second, against 20-50 s of compilation, and still skips Keras's layer
-calls, autograd and the optimizers' Python: 0.4-0.9 of an eager step's
-time on a 2-core CPU.
-`jit_compile="auto"` runs a `fit` of middling length this way (`AutoStep`).
+calls, autograd and the optimizers' Python; it updates the variables in
+place where it can and calls each operation through PyTorch's Python
+bindings (`_lean_graph`). `jit_compile="auto"` runs a `fit` of middling
+length this way (`AutoStep`).
 """
 
 import contextlib
+import inspect
 import math
 import operator
 import threading
@@ -51,6 +56,7 @@ import keras
 import optree
 import torch
 from keras import StatelessScope
+from keras.src.random.seed_generator import SeedGenerator
 
 _local = threading.local()
 
@@ -196,15 +202,9 @@ def _functional_random_ops():
 
 
 @contextlib.contextmanager
-def functional_random():
-    """Replaces `keras.random`'s PyTorch draws by the counter-based ones.
-
-    Used while tracing; tests also run an eager step under it, to compare a
-    compiled and an eager step with the same noise.
-    """
+def _replaced_random(replaced):
     from keras.src.backend.torch import random as module
 
-    replaced = _functional_random_ops()
     saved = {name: getattr(module, name) for name in replaced}
     try:
         for name, fn in replaced.items():
@@ -213,6 +213,137 @@ def functional_random():
     finally:
         for name, fn in saved.items():
             setattr(module, name, fn)
+
+
+def functional_random():
+    """Replaces `keras.random`'s PyTorch draws by the counter-based ones.
+
+    Used while tracing for TorchInductor; tests also run an eager step
+    under it, to compare a compiled and an eager step with the same noise.
+    """
+    return _replaced_random(_functional_random_ops())
+
+
+# ---------------------------------------------------------------------------
+# Keras's own PyTorch draws as single operations of a traced graph run
+# without compiling: the seed is drawn in the graph (the seed state is a
+# graph input, updated by the graph), and each draw is one opaque operation
+# that calls Keras's function at run time with that seed. The same numbers
+# as an eager step's, for one Python call per draw instead of the counter-
+# based generator's 50-60 operations.
+
+
+class _Drawn(SeedGenerator):
+    """A seed already drawn (a tensor), as Keras's random functions take a
+    `SeedGenerator`: their `draw_seed` returns it. No state variable (the
+    base class's `__init__` is not called)."""
+
+    def __init__(self, seed):
+        self.seed = seed
+        self._initial_seed = 0  # a seeded generator (Keras's dropout asks)
+
+    def next(self, ordered=True):
+        return self.seed
+
+
+# Per traced draw: (run(seed, tensors), output shape, output dtype).
+_DRAWS = []
+
+
+def _keras_random(seed, tensors, key):
+    """Runs the traced draw number `key` with the seed tensor `seed`."""
+    return _DRAWS[key][0](seed, tensors)
+
+
+@torch.library.custom_op("zoo::keras_random", mutates_args=())
+def _keras_random_op(seed: torch.Tensor, tensors: list[torch.Tensor], key: int) -> torch.Tensor:
+    return _keras_random(seed, tensors, key)
+
+
+@_keras_random_op.register_fake
+def _(seed, tensors, key):
+    _, shape, dtype = _DRAWS[key]
+    return torch.empty(shape, dtype=dtype, device=seed.device)
+
+
+def _opaque(fn, seed, shape, dtype, /, *args, **kwargs):
+    """`fn(*args, **kwargs, seed=...)`, one of Keras's PyTorch random
+    functions, as one operation of the traced graph; its seed is drawn in
+    the graph, and any tensor among the arguments is an input of the
+    operation (no gradient flows through it: a draw has none)."""
+    from keras.src.random.seed_generator import draw_seed
+
+    flat, spec = optree.tree_flatten((args, kwargs), none_is_leaf=True)
+    positions = [k for k, v in enumerate(flat) if isinstance(v, torch.Tensor)]
+
+    def run(seed, tensors):
+        values = list(flat)
+        for k, tensor in zip(positions, tensors):
+            values[k] = tensor
+        args, kwargs = optree.tree_unflatten(spec, values)
+        return fn(*args, **kwargs, seed=_Drawn(seed))
+
+    _DRAWS.append((run, tuple(int(d) for d in shape), dtype))
+    tensors = [flat[k].detach() for k in positions]
+    return torch.ops.zoo.keras_random(draw_seed(seed), tensors, len(_DRAWS) - 1)
+
+
+def _keras_random_ops():
+    from keras.src.backend.config import floatx
+    from keras.src.backend.torch import random as module
+    from keras.src.backend.torch.core import to_torch_dtype
+    from keras.src.backend.torch.random import _get_concrete_noise_shape
+
+    original = {name: getattr(module, name) for name in (
+        "normal", "uniform", "randint", "truncated_normal", "categorical", "dropout",
+        "gamma", "binomial", "beta",
+    )}
+
+    def draw(name, shape_of=lambda arguments: arguments["shape"]):
+        signature = inspect.signature(original[name])
+
+        def fn(*args, **kwargs):
+            arguments = signature.bind(*args, **kwargs)
+            arguments.apply_defaults()
+            arguments = dict(arguments.arguments)
+            seed = arguments.pop("seed")
+            dtype = arguments["dtype"] = to_torch_dtype(arguments["dtype"] or floatx())
+            return _opaque(original[name], seed, shape_of(arguments), dtype, **arguments)
+
+        return fn
+
+    def dropout(inputs, rate, noise_shape=None, seed=None):
+        # Keras's condition for its seeded dropout; the rest (rates 0 and
+        # 1, and an unseeded dropout: torch's own, with torch's global
+        # generator) draws nothing from `seed` and traces as it is.
+        seeded = (seed is not None and not (
+            isinstance(seed, SeedGenerator) and seed._initial_seed is None
+        )) or noise_shape is not None
+        if rate in (0.0, 1.0) or not seeded:
+            return original["dropout"](inputs, rate, noise_shape, seed)
+        # The mask Keras draws: its dropout of ones of the noise's shape
+        # (0 or 1 / keep); applied here, so gradients flow to `inputs`.
+        keep = 1.0 - rate
+        shape = tuple(_get_concrete_noise_shape(inputs, noise_shape))
+        kept = _opaque(original["dropout"], seed, shape, inputs.dtype,
+                       torch.ones(shape, dtype=inputs.dtype, device=inputs.device), rate)
+        mask = torch.broadcast_to(kept != 0, inputs.shape)
+        return torch.where(mask, inputs / keep, torch.zeros_like(inputs))
+
+    ops = {name: draw(name) for name in original if name not in ("categorical", "dropout")}
+    ops["categorical"] = draw(
+        "categorical", lambda arguments: (arguments["logits"].shape[0], arguments["num_samples"])
+    )
+    ops["dropout"] = dropout
+    return ops
+
+
+def keras_random():
+    """Replaces `keras.random`'s PyTorch draws by single graph operations
+    that run Keras's own (`_opaque`), while tracing the step that runs
+    without TorchInductor. (`shuffle` is left as it is: tracing it fails,
+    and the step runs eagerly.)"""
+    return _replaced_random(_keras_random_ops())
 
 
 # ---------------------------------------------------------------------------
@@ -409,6 +540,9 @@ def _lean_graph(graph, count, changed):
     graph.graph.eliminate_dead_code()
     _in_place(graph.graph, count, changed)
     for node in graph.graph.nodes:  # (after the schema-reading clean-ups)
+        if node.target is torch.ops.zoo.keras_random.default:
+            node.target = _keras_random  # (the draw itself, not through the dispatcher)
+            continue
         binding = _binding(node) if node.op == "call_function" else None
         if binding is not None:
             node.op, node.target = binding
@@ -543,7 +677,8 @@ class CompiledStep:
             mapping = list(zip(variables, values))
             _local.tracing = True
             try:
-                with torch.enable_grad(), functional_random(), StatelessScope(
+                noise = functional_random() if self.inductor else keras_random()
+                with torch.enable_grad(), noise, StatelessScope(
                     state_mapping=mapping
                 ) as scope:
                     step = model.train_step if self.training else model.test_step
