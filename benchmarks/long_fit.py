@@ -17,6 +17,7 @@ models, data and batch sizes are `step_time.py`'s. Set
 """
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -46,7 +47,13 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=LONG_FIT,
                         help=f"training steps per fit (default LONG_FIT = {LONG_FIT})")
     parser.add_argument("--steps-per-epoch", type=int, default=100)
+    parser.add_argument("--kinds", default="compiled,traced,eager",
+                        help="which fits to time (comma-separated; default all three)")
     args = parser.parse_args(argv)
+    kinds = args.kinds.split(",")
+    unknown = sorted(set(kinds) - {"compiled", "traced", "eager"})
+    if unknown or not kinds:
+        parser.error(f"--kinds: expected some of compiled, traced, eager; received {args.kinds!r}")
     if keras.backend.backend() != "torch":
         parser.error("the long-fit rule is PyTorch's: run with KERAS_BACKEND=torch")
     if args.steps < 1 or args.steps_per_epoch < 1:
@@ -64,14 +71,20 @@ def main(argv=None):
             parser.error(f"--families: unknown family {name!r}; known: {', '.join(step_time.SPECS)}")
         family = step_time.SPECS[name]()
         data = family.data(family.batch_size * args.steps_per_epoch)
-        compiled, steps, compiled_loss = fit_seconds(family, data, args.steps, {"jit_compile": True})
-        with step_time.traced_tier():
-            traced, _, traced_loss = fit_seconds(family, data, args.steps, {})
-        eager, _, eager_loss = fit_seconds(family, data, args.steps, {"jit_compile": False})
+        times, losses = {}, {}
+        for kind in ("compiled", "traced", "eager"):
+            if kind not in kinds:
+                continue
+            settings = {"jit_compile": {"compiled": True, "eager": False}.get(kind, "auto")}
+            with step_time.traced_tier() if kind == "traced" else contextlib.nullcontext():
+                times[kind], steps, losses[kind] = fit_seconds(family, data, args.steps, settings)
         default = "compiled" if steps >= LONG_FIT else "traced" if steps >= TRACE_FIT else "eager"
-        print(f"| {name} | {steps} | {compiled:.1f} | {traced:.1f} | {eager:.1f} "
-              f"| {compiled / eager:.2f} | {traced / eager:.2f} | {default} "
-              f"| {compiled_loss:.4f} / {traced_loss:.4f} / {eager_loss:.4f} |", flush=True)
+        order = ("compiled", "traced", "eager")
+        cells = [f"{times[k]:.1f}" if k in times else "-" for k in order]
+        cells += [f"{times[k] / times['eager']:.2f}" if k in times and "eager" in times else "-"
+                  for k in order[:2]]
+        loss = " / ".join(f"{losses[k]:.4f}" if k in losses else "-" for k in order)
+        print(f"| {name} | {steps} | {' | '.join(cells)} | {default} | {loss} |", flush=True)
     print(f"\nload average at end {os.getloadavg()[0]:.1f}")
 
 

@@ -83,10 +83,11 @@ TRACE_FIT = 500
 # `fit` planned for at least this many steps (`zoo.core.torch_step.AutoStep`).
 # Compiling costs 20-50 s per model on a 2-core CPU (3-10 s from Inductor's
 # disk cache; the first model in a process also pays about 5 s of Inductor
-# setup, plus about 8 s once per cache folder) and saved 4-5 ms per step
-# against the traced step there: whole fits broke even at about 4,000
-# (VAE) to 8,000 (GAN) steps (README, Performance).
-LONG_FIT = 8_000
+# setup, plus about 8 s once per cache folder), then saves 1.5-2.5 ms per
+# step against the traced step (GAN, VAE; none for the DDPM): whole fits
+# broke even at about 10,000 (VAE) to 11,000 (GAN) steps, and at 25,000
+# the DDPM's traced fit was still faster (README, Performance).
+LONG_FIT = 12_000
 
 
 def compiles_steps(jit_compile, num_steps, compiled_before=False):

@@ -392,7 +392,7 @@ class GenerativeModel(keras.Model):
                 `torch.compile`; the first step then takes 20 s to minutes
                 on a small CPU. The default ("auto") does the same on
                 PyTorch for a `fit` planned for at least `zoo.core.LONG_FIT`
-                (8,000) steps, and every `fit` after it, compiling the
+                (12,000) steps, and every `fit` after it, compiling the
                 first batch shape only; a `fit` of at least
                 `zoo.core.TRACE_FIT` (500) steps runs that traced step
                 without compiling it (a trace of about a second); shorter

@@ -246,7 +246,8 @@ class _Drawn(SeedGenerator):
         return self.seed
 
 
-# Per traced draw: (run(seed, tensors), output shape, output dtype).
+# Per traced draw: (run(seed, tensors), output shape, output dtype); a few
+# entries per trace, kept for the life of the process.
 _DRAWS = []
 
 
@@ -275,6 +276,9 @@ def _opaque(fn, seed, shape, dtype, /, *args, **kwargs):
 
     flat, spec = optree.tree_flatten((args, kwargs), none_is_leaf=True)
     positions = [k for k, v in enumerate(flat) if isinstance(v, torch.Tensor)]
+    tensors = [flat[k].detach() for k in positions]
+    for k in positions:  # (not kept: the trace's tensors)
+        flat[k] = None
 
     def run(seed, tensors):
         values = list(flat)
@@ -284,11 +288,10 @@ def _opaque(fn, seed, shape, dtype, /, *args, **kwargs):
         return fn(*args, **kwargs, seed=_Drawn(seed))
 
     _DRAWS.append((run, tuple(int(d) for d in shape), dtype))
-    tensors = [flat[k].detach() for k in positions]
     return torch.ops.zoo.keras_random(draw_seed(seed), tensors, len(_DRAWS) - 1)
 
 
-def _keras_random_ops():
+def _keras_draw_ops():
     from keras.src.backend.config import floatx
     from keras.src.backend.torch import random as module
     from keras.src.backend.torch.core import to_torch_dtype
@@ -338,12 +341,12 @@ def _keras_random_ops():
     return ops
 
 
-def keras_random():
+def _keras_draws():
     """Replaces `keras.random`'s PyTorch draws by single graph operations
     that run Keras's own (`_opaque`), while tracing the step that runs
     without TorchInductor. (`shuffle` is left as it is: tracing it fails,
     and the step runs eagerly.)"""
-    return _replaced_random(_keras_random_ops())
+    return _replaced_random(_keras_draw_ops())
 
 
 # ---------------------------------------------------------------------------
@@ -499,13 +502,13 @@ def _in_place(graph, count, changed):
     """Lets the graph update the variables themselves: the step clones each
     variable's value (a compiled graph must not mutate its inputs), the
     optimizers update the clones in place, and `CompiledStep._run` copies
-    them back. A clone that the graph returns, if at all, only as its own
-    variable's new value (nor any view of it elsewhere) can be the input:
-    the same reads and writes, in the same order, on the variable's
-    storage, and no copy back (`_run` skips an output that is its input).
-    A clone returned (or viewed) as another variable's new value or as a
-    log stays: that must not alias a variable which the copy-back or the
-    next step changes."""
+    them back. Where the graph returns a clone at most as its own
+    variable's new value (and no view of it at all), the clone can be the
+    input itself: the same reads and writes, in the same order, on the
+    variable's storage, and nothing to copy back (`_run` skips an output
+    that is its input). A clone returned or viewed as another variable's
+    new value or as a log stays: that must not alias a variable which the
+    copy-back or the next step changes."""
     placeholders = [node for node in graph.nodes if node.op == "placeholder"][:count]
     output = next(node for node in graph.nodes if node.op == "output")
     returned = list(output.args[0])
@@ -677,7 +680,7 @@ class CompiledStep:
             mapping = list(zip(variables, values))
             _local.tracing = True
             try:
-                noise = functional_random() if self.inductor else keras_random()
+                noise = functional_random() if self.inductor else _keras_draws()
                 with torch.enable_grad(), noise, StatelessScope(
                     state_mapping=mapping
                 ) as scope:
