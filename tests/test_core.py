@@ -511,3 +511,32 @@ def test_compiles_steps_says_when_a_loop_compiles_its_steps():
     assert compiles_steps("auto", 5, compiled_before=True) is True
     with pytest.raises(ValueError, match=r'`jit_compile` must be "auto", True or False'):
         compiles_steps("yes", 5)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's batch ends on a CPU")
+def test_torch_batch_ends_run_in_the_steps_thread_on_a_cpu():
+    # Keras hands async-safe callbacks' batch ends to a worker thread, which
+    # on a CPU only contends with the next step for the GIL: the core keeps
+    # them in the step's thread there, in `fit`, its validation and `evaluate`.
+    import threading
+
+    class Where(keras.callbacks.Callback):
+        async_safe = True
+
+        def __init__(self):
+            super().__init__()
+            self.threads = set()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.threads.add(threading.get_ident())
+
+        def on_test_batch_end(self, batch, logs=None):
+            self.threads.add(threading.get_ident())
+
+    model = Counter()
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    fitting, evaluating = Where(), Where()
+    model.fit(toy_data(32), batch_size=8, validation_split=0.25, verbose=0,
+              callbacks=[fitting])
+    model.evaluate(toy_data(16), batch_size=8, verbose=0, callbacks=[evaluating])
+    assert fitting.threads == evaluating.threads == {threading.get_ident()}

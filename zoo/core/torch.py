@@ -13,7 +13,12 @@ from keras import StatelessScope
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from zoo.core import torch_step
-from zoo.core.torch_step import fit_arguments, make_test_function, make_train_function  # noqa: F401
+from zoo.core.torch_step import (  # noqa: F401
+    evaluate_arguments,
+    fit_arguments,
+    make_test_function,
+    make_train_function,
+)
 
 
 def train_step(model, data):
