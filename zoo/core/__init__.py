@@ -74,9 +74,9 @@ LONG_LOOP = 100
 # On PyTorch, `compile(jit_compile="auto")` traces the training step of a
 # `fit` planned for at least this many steps and runs the traced graph
 # without Keras's layer calls (`zoo.core.torch_step.AutoStep`): the trace
-# costs about a second on a 2-core CPU and saved 2.5-11 ms per step against
-# eager Keras there (README, Performance), so 500 steps pay for it in every
-# family measured.
+# costs 0.5-1.4 s on a 2-core CPU and saved 3.6-12 ms per step against
+# eager Keras there (README, Performance), paid back within 50-300 steps in
+# every family measured.
 TRACE_FIT = 500
 
 # On PyTorch, `compile(jit_compile="auto")` compiles the training step of a
