@@ -11,8 +11,9 @@ measures where each pays: the whole `fit` (tracing and compilation
 included) of a fresh model with the compiled step (`jit_compile=True`),
 then with the traced step ("auto" with `TRACE_FIT` 0 and no `LONG_FIT`),
 then eagerly (`jit_compile=False`); "default" names the one "auto" runs at
-that length. PyTorch only: JAX and TensorFlow compile every `fit`. The
-models, data and batch sizes are `step_time.py`'s. Set
+that length (`--kinds` times only some of the three). PyTorch only: JAX
+and TensorFlow compile every `fit`. The models, data and batch sizes are
+`step_time.py`'s. Set
 `TORCHINDUCTOR_CACHE_DIR` to an empty folder for a cold compilation.
 """
 
@@ -52,7 +53,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     kinds = args.kinds.split(",")
     unknown = sorted(set(kinds) - {"compiled", "traced", "eager"})
-    if unknown or not kinds:
+    if unknown:
         parser.error(f"--kinds: expected some of compiled, traced, eager; received {args.kinds!r}")
     if keras.backend.backend() != "torch":
         parser.error("the long-fit rule is PyTorch's: run with KERAS_BACKEND=torch")
