@@ -19,6 +19,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from keras import StatelessScope
 
 # The variables threaded through the step being traced (innermost last).
@@ -26,6 +27,12 @@ _threaded = []
 
 
 def _run(model, references, values, data, training):
+    # Keras's JAX trainer hands an eager step (`run_eagerly=True`) the batch
+    # as NumPy arrays, which a layer cannot take in a list beside a tensor
+    # (a conditional model's `[x, labels]`); jitted, they are tracers.
+    data = jax.tree_util.tree_map(
+        lambda v: jnp.asarray(v) if isinstance(v, np.ndarray) else v, data
+    )
     pairs = [
         (variable, value)
         for group, group_values in zip(references, values)

@@ -20,9 +20,10 @@ def _arguments(signature, model, args, kwargs, hook):
     """`fit`'s or `evaluate`'s arguments by name (those given), checked
     (Keras drops sample weights given with arrays and no `y`), then adjusted
     by the backend module's `hook` where it has one: PyTorch's "auto" step
-    needs the number of steps `fit` plans (a callback records it);
-    TensorFlow feeds in-memory arrays as pipelines without per-epoch or
-    per-evaluation setup."""
+    needs the number of steps `fit` plans (a callback records it), and on a
+    CPU its batch-end callbacks run in the step's thread; TensorFlow feeds
+    in-memory arrays as pipelines without per-epoch or per-evaluation
+    setup."""
     arguments = signature.bind(model, *args, **kwargs).arguments
     arguments.pop("self")
     arguments.update(arguments.pop("kwargs", {}))
@@ -537,13 +538,6 @@ class GenerativeModel(keras.Model):
     def run_step(self, data, training):
         """The backend-agnostic body of a train or test step."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        # Keras's JAX trainer hands an eager step (`run_eagerly=True`) the
-        # batch as NumPy arrays, which a layer cannot take in a list beside
-        # a tensor (a conditional model's `[x, labels]`).
-        x, y, sample_weight = keras.tree.map_structure(
-            lambda v: ops.convert_to_tensor(v) if isinstance(v, np.ndarray) else v,
-            (x, y, sample_weight),
-        )
         self.validate_data(x)
         object.__setattr__(self, "_step_gradient_norms", {})
         if training:
