@@ -134,7 +134,6 @@ def _functional_random_ops():
     from keras.src.backend.config import floatx
     from keras.src.backend.torch.core import get_device, to_torch_dtype
     from keras.src.backend.torch.random import _get_concrete_noise_shape
-    from keras.src.random.seed_generator import SeedGenerator
 
     def _shape(shape):
         return tuple(int(d) for d in shape)
@@ -505,8 +504,8 @@ def _in_place(graph, count, changed):
     them back. Where the graph returns a clone at most as its own
     variable's new value (and no view of it at all), the clone can be the
     input itself: the same reads and writes, in the same order, on the
-    variable's storage, and nothing to copy back (`_run` skips an output
-    that is its input). A clone returned or viewed as another variable's
+    variable's storage, and nothing to copy back (`_copied_back`). A clone
+    returned or viewed as another variable's
     new value or as a log stays: that must not alias a variable which the
     copy-back or the next step changes."""
     placeholders = [node for node in graph.nodes if node.op == "placeholder"][:count]
@@ -551,6 +550,16 @@ def _lean_graph(graph, count, changed):
             node.op, node.target = binding
     graph.recompile()
     return graph
+
+
+def _copied_back(graph, count, changed):
+    """The positions among the first `len(changed)` outputs of the traced
+    `graph` (inputs: `count` variable values, then the batch) that `_run`
+    copies into their variables: all but those the graph returns as the
+    very input it updated in place (`_in_place`)."""
+    placeholders = [node for node in graph.nodes if node.op == "placeholder"][:count]
+    returned = next(node for node in graph.nodes if node.op == "output").args[0]
+    return [i for i, k in enumerate(changed) if returned[i] is not placeholders[k]]
 
 
 # ---------------------------------------------------------------------------
@@ -636,18 +645,12 @@ class CompiledStep:
         return self._run(entry, leaves)
 
     def _run(self, entry, leaves):
-        fn, changed, log_spec = entry
+        fn, changed, copied, log_spec = entry
         values = [v._value for v in self.variables]
         with torch.no_grad():  # (the weights require gradients)
             out = fn(*values, *[x for x in leaves if x is not None])
-            targets, new = [], []
-            for k, value in zip(changed, out):
-                if value is not values[k]:  # (the traced graph updates some in place)
-                    targets.append(values[k])
-                    new.append(value)
-            torch._foreach_copy_(targets, new)
-        logs = out[len(changed):]
-        return optree.tree_unflatten(log_spec, logs)
+            torch._foreach_copy_([values[changed[i]] for i in copied], [out[i] for i in copied])
+        return optree.tree_unflatten(log_spec, out[len(changed):])
 
     def _trace(self, leaves, spec):
         from torch._subclasses.fake_tensor import FakeTensorMode
@@ -725,11 +728,13 @@ class CompiledStep:
         args = [mode.from_tensor(a, static_shapes=True) for a in args]
         with torch.no_grad():
             graph = make_fx(pure, tracing_mode="fake")(*args)
+        changed = meta["changed"]
         if self.inductor:
-            fn = torch._inductor.compile(graph, args)
+            fn, copied = torch._inductor.compile(graph, args), range(len(changed))
         else:
-            fn = _lean_graph(graph, count, meta["changed"]).forward
-        return fn, meta["changed"], meta["log_spec"]
+            graph = _lean_graph(graph, count, changed)
+            fn, copied = graph.forward, _copied_back(graph.graph, count, changed)
+        return fn, changed, list(copied), meta["log_spec"]
 
 
 class FitLength(keras.callbacks.Callback):
