@@ -7,8 +7,9 @@ Flags pick a subset: `--samplers ddim,dpm++2m`, `--steps 10,20`, `--skip-ring`.
 `--jit-compile true|false|auto` is passed to `sample`; `--timing-only` skips
 training and quality (speed does not depend on the weights) and prints the
 first call's time (compilation included) and the steady seconds per step of
-the digits model, `--batch` samples per call (default 1,000), for each
-`--jit-compile` setting given (comma-separated).
+the digits model (after warm-up calls until "auto" traces on PyTorch),
+`--batch` samples per call (default 1,000), for each `--jit-compile`
+setting given (comma-separated).
 
 Trains one DDPM on the ring of 8 (std 0.1) and one on the digits, then for
 each sampler and step count reports: on the ring, modes covered (of 8) and
@@ -23,6 +24,7 @@ import time
 import keras
 import numpy as np
 
+from zoo.core import LONG_LOOP
 from zoo.data import Ring, digits
 from zoo.diffusion import DDPM
 from zoo.metrics import fid
@@ -32,12 +34,14 @@ SAMPLERS = ("ddpm", "ddim", "dpm++2m")
 
 
 def timed_sample(model, n, steps, sampler, jit_compile="auto"):
-    # A first call with the same shapes compiles the loop, so that s/step is
-    # the steady state. At 1000 steps compiling is under 3 % of the run and
-    # the warm-up would double it, so there the time includes compilation.
+    # Warm-up calls with the same shapes compile the loop (on PyTorch under
+    # "auto", trace its step once runs pass LONG_LOOP steps), so that s/step
+    # is the steady state. At 1000 steps compiling is under 3 % of the run
+    # and the warm-up would double it, so there the time includes it.
     if steps < 1000:
-        model.sample(n, steps=steps, sampler=sampler, seed=99, verbose=False,
-                     jit_compile=jit_compile)
+        for _ in range(LONG_LOOP // steps + 1):
+            model.sample(n, steps=steps, sampler=sampler, seed=99, verbose=False,
+                         jit_compile=jit_compile)
     start = time.perf_counter()
     samples = model.sample(n, steps=steps, sampler=sampler, seed=1, verbose=False,
                            jit_compile=jit_compile)
@@ -57,6 +61,11 @@ def timing(backend, settings, steps_list, batch):
             start = time.perf_counter()
             model.sample(batch, steps=steps, seed=99, verbose=False, jit_compile=jit_compile)
             first = time.perf_counter() - start
+            # More warm-up calls until "auto" reaches its steady tier (on
+            # PyTorch the step traced once runs of these settings pass
+            # LONG_LOOP steps).
+            for _ in range(LONG_LOOP // steps):
+                model.sample(batch, steps=steps, seed=99, verbose=False, jit_compile=jit_compile)
             start = time.perf_counter()
             model.sample(batch, steps=steps, seed=1, verbose=False, jit_compile=jit_compile)
             per_step = (time.perf_counter() - start) / steps

@@ -9,6 +9,8 @@ from keras import ops
 from tests.helpers import check_model
 from zoo.diffusion import DDPM, alphas_cumprod
 
+BACKEND = keras.backend.backend()
+
 MEAN = np.array([1.0, -2.0], "float32")
 STD = np.array([0.5, 1.5], "float32")
 
@@ -161,6 +163,53 @@ def test_compiled_sampling_follows_the_weights_and_matches_uncompiled_sampling()
     assert not np.allclose(a, c)
     with pytest.raises(ValueError, match=r"`jit_compile` must be \"auto\", True or False"):
         model.sample(6, labels=labels, jit_compile="yes")
+
+
+def counted_calls(monkeypatch, layer):
+    """A list that grows by one at every Keras call of `layer`."""
+    calls, call = [], layer.call
+    monkeypatch.setattr(layer, "call", lambda *a, **k: calls.append(1) or call(*a, **k))
+    return calls
+
+
+def test_auto_sampling_traces_the_step_once_a_setting_has_run_long(monkeypatch):
+    # "auto" on PyTorch: a first short run steps eagerly (a Keras call of the
+    # denoiser per step); once runs of a setting have taken more than
+    # LONG_LOOP steps, the step is traced once, and later runs make no Keras
+    # call at all and return exactly what eager sampling returns, after the
+    # weights change too. On JAX and TensorFlow the whole loop compiles at
+    # its first run.
+    import zoo.core
+
+    monkeypatch.setattr(zoo.core, "LONG_LOOP", 12)
+    model = tiny((2,), num_classes=3, ema_decay=None)
+    rng = np.random.default_rng(2)
+
+    def randomize():
+        for v in model.denoiser.trainable_variables:
+            v.assign(rng.normal(0, 0.3, v.shape).astype("float32"))
+
+    randomize()
+    calls = counted_calls(monkeypatch, model.denoiser)
+    labels = np.array([0, 1, 2, 0, 1, 2], "int32")
+    kwargs = dict(steps=8, sampler="ddpm", labels=labels, guidance_scale=2.0, seed=3)
+    runs = []
+    for _ in range(3):
+        calls.clear()
+        runs.append((model.sample(6, **kwargs), len(calls)))
+    assert runs[2][1] == 0
+    if BACKEND == "torch":
+        assert [n for _, n in runs] == [8, 1, 0]  # eager, traced, the trace reused
+    eager = model.sample(6, jit_compile=False, **kwargs)
+    exact = dict(rtol=1e-6, atol=1e-6) if BACKEND == "torch" else dict(rtol=1e-4, atol=1e-4)
+    for samples, _ in runs:
+        np.testing.assert_allclose(samples, eager, **exact)
+    randomize()
+    calls.clear()
+    traced = model.sample(6, **kwargs)
+    assert not calls
+    np.testing.assert_allclose(traced, model.sample(6, jit_compile=False, **kwargs), **exact)
+    assert not np.allclose(traced, eager)
 
 
 def test_ema_tracks_training_and_is_swapped_in_only_inside_the_block():

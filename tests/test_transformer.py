@@ -17,6 +17,7 @@ from tests.helpers import assert_trees_close
 from zoo.data import MarkovText
 from zoo.transformer import GPT, ByteTokenizer, CharTokenizer
 
+BACKEND = keras.backend.backend()
 VOCAB = 27
 MAX_LENGTH = 24
 TINY = dict(max_length=MAX_LENGTH, num_layers=2, num_heads=2, hidden_dim=16)
@@ -243,9 +244,46 @@ def test_compiled_steps_agree(which, request):
     np.testing.assert_allclose(logits, auto_logits, atol=1e-4)
 
 
-def test_compile_step_leaves_the_callers_state_alone(trained):
-    # On PyTorch the compiled step updates a loop's carry in place, but only
-    # the carry it returned itself: the state handed to the loop is copied.
+def test_auto_generation_traces_the_step_once_a_setting_has_run_long(trained, monkeypatch):
+    # "auto" on PyTorch: a first short run decodes eagerly (Keras calls per
+    # token); once runs of a setting have decoded more than LONG_LOOP
+    # tokens, the per-token step is traced once, and later runs call Keras
+    # only for the prompt (once, before the loop) and decode exactly what
+    # eager decoding does. On JAX and TensorFlow the whole loop compiles at
+    # its first run. (Prompts of a batch no other test uses: a setting of
+    # its own.)
+    import zoo.core
+
+    monkeypatch.setattr(zoo.core, "LONG_LOOP", 12)
+    calls, call = [], trained.blocks[0].call
+    monkeypatch.setattr(trained.blocks[0], "call", lambda *a, **k: calls.append(1) or call(*a, **k))
+    prompt = PROMPT[:2]
+    for kwargs in (dict(temperature=0, return_logits=True), dict(seed=4, top_k=5)):
+        runs = []
+        for _ in range(3):
+            calls.clear()
+            runs.append((trained.generate(prompt, 8, **kwargs), len(calls)))
+        if BACKEND == "torch":
+            # The prompt, plus: each token eagerly; the trace; nothing.
+            assert [n for _, n in runs] == [1 + 8, 1 + 1, 1]
+        else:
+            assert runs[2][1] == 0
+        eager = trained.generate(prompt, 8, jit_compile=False, **kwargs)
+        for result, _ in runs:
+            if isinstance(eager, tuple):
+                np.testing.assert_array_equal(result[0], eager[0])
+                np.testing.assert_allclose(result[1], eager[1], atol=1e-5)
+            else:
+                np.testing.assert_array_equal(result, runs[0][0])
+                if BACKEND != "tensorflow":  # (where XLA draws other numbers)
+                    np.testing.assert_array_equal(result, eager)
+
+
+@pytest.mark.parametrize("jit_compile", [True, "traced"])
+def test_compile_step_leaves_the_callers_state_alone(trained, jit_compile):
+    # On PyTorch the compiled (or traced) step updates a loop's carry in
+    # place, but only the carry it returned itself: the state handed to the
+    # loop is copied.
     from zoo.core import compile_loop, compile_step
 
     def fn(i, state):
@@ -254,7 +292,7 @@ def test_compile_step_leaves_the_callers_state_alone(trained):
         x = ops.slice_update(x, [0, i], ops.reshape(ops.cast(i, "float32"), (1, 1)))
         return x, total
 
-    step = compile_step(trained, fn, jit_compile=True)
+    step = compile_step(trained, fn, jit_compile=jit_compile)
     x0, t0 = np.zeros((1, 6), np.float32), np.zeros((), np.float32)
     state = (ops.convert_to_tensor(x0), ops.convert_to_tensor(t0))
     for _ in range(2):  # the same result from the same state, twice
@@ -265,7 +303,7 @@ def test_compile_step_leaves_the_callers_state_alone(trained):
     np.testing.assert_array_equal(ops.convert_to_numpy(state[1]), t0)
     # Unrolled: 4 iterations per compiled call, the last 2 eagerly; the
     # same loop from another start, too.
-    loop = compile_loop(trained, fn, jit_compile=True, unroll=4)
+    loop = compile_loop(trained, fn, jit_compile=jit_compile, unroll=4)
     for lower in (0, 1, 0):
         x, total = loop(lower, 6, state)
         expected = np.zeros(6, np.float32)

@@ -36,7 +36,10 @@ def compile_step(model, fn, jit_compile=None):
     function. On PyTorch, where the loop runs in Python, `jit_compile=True`
     traces `fn` once and compiles it with TorchInductor (the model's weights
     and `i` are inputs, so one compilation serves every iteration and
-    follows later training); otherwise `fn` runs eagerly. So `fn` must keep
+    follows later training); `"traced"` traces it the same way and runs the
+    graph without compiling it (a second instead of 10-40 s, slower per
+    step; what `compiles_steps` picks under "auto"); otherwise `fn` runs
+    eagerly. So `fn` must keep
     every shape static, take everything it reads from the call in `state`
     (not from tensors closed over), use `i` as a tensor (`ops.take`,
     `ops.where`, `ops.slice_update`, not Python slicing), and neither draw
@@ -68,7 +71,12 @@ def compile_loop(model, fn, jit_compile=None, unroll=1):
     return lambda lower, upper, state: keras.ops.fori_loop(lower, upper, step, state)
 
 
-# `jit_compile="auto"` compiles the steps of loops longer than this.
+# On PyTorch, `jit_compile="auto"` compiles the steps of a sampling or
+# generation loop of more than this many steps with TorchInductor (10-45 s
+# on a 2-core CPU, then the fastest steps), and traces the steps of shorter
+# loops (`compile_step(..., "traced")`: about a second, then 2-6x faster
+# than eager Keras there; README, Performance) once loops of their setting
+# have run more than this many steps in all.
 LONG_LOOP = 100
 
 # On PyTorch, `compile(jit_compile="auto")` traces the training step of a
@@ -90,22 +98,30 @@ TRACE_FIT = 500
 LONG_FIT = 12_000
 
 
-def compiles_steps(jit_compile, num_steps, compiled_before=False):
-    """Whether a sampling or generation loop of `num_steps` steps should
-    compile its steps (the `jit_compile` to give `compile_step` /
-    `compile_loop`) under a user's `jit_compile` setting: True always, False
-    never, `"auto"` for loops of more than `LONG_LOOP` steps or when this
-    loop's steps were compiled before (compiling takes seconds to a minute on
-    PyTorch and pays off over a few hundred steps; elsewhere the loop
-    compiles whole anyway). Anything else is a clear error.
+def compiles_steps(jit_compile, num_steps, steps_before=0, compiled_before=False):
+    """How a sampling or generation loop of `num_steps` steps runs its
+    steps under a user's `jit_compile` setting: the `jit_compile` to give
+    `compile_step` / `compile_loop`. True (compiled) and False (eager) as
+    given. `"auto"`, on PyTorch, whose loops run in Python: True for a loop
+    of more than `LONG_LOOP` steps or where a step of this loop's setting
+    was compiled before (`compiled_before`; it is kept); else `"traced"`
+    once loops of this setting have run more than `LONG_LOOP` steps in all,
+    this one included (`steps_before`: the steps run before); else False (a
+    short first run steps eagerly, cheaper than a trace). `"auto"` on JAX
+    and TensorFlow: False, as the loop compiles whole with its function.
+    Anything else is a clear error.
     """
     if not (isinstance(jit_compile, bool) or jit_compile == "auto"):
         raise ValueError(
             f'`jit_compile` must be "auto", True or False; received {jit_compile!r}.'
         )
-    if jit_compile == "auto":
-        return num_steps > LONG_LOOP or bool(compiled_before)
-    return jit_compile
+    if jit_compile != "auto":
+        return jit_compile
+    if not hasattr(backend_module(), "compile_loop"):  # the loop compiles whole
+        return False
+    if num_steps > LONG_LOOP or compiled_before:
+        return True
+    return "traced" if num_steps + steps_before > LONG_LOOP else False
 
 
 from zoo.core.multi_optimizer import MultiOptimizer  # noqa: E402

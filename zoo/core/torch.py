@@ -90,10 +90,13 @@ def _small_matmul(a, b):
 
 def compile_step(model, fn, jit_compile=None, stride=1):
     """`fn(i, state)` traced once into an aten graph (`make_fx`, on fake
-    tensors) with the model's weights and the loop index as inputs, and
-    compiled by TorchInductor with its C++ wrapper: no Keras or Python
-    dispatch per step, no guards, one compilation for every iteration
-    (shapes are static, `i` a tensor).
+    tensors) with the model's weights and the loop index as inputs: no
+    Keras dispatch per step, one trace for every iteration (shapes are
+    static, `i` a tensor). `jit_compile=True` compiles the graph with
+    TorchInductor and its C++ wrapper (no Python per step, no guards);
+    `"traced"` runs it operation by operation through PyTorch's Python
+    bindings (`torch_step.lean_graph`: a trace costs about a second, a
+    compilation 10-40 s); anything else returns `fn`, which runs eagerly.
 
     When `fn` returns a state of the structure it took (a loop's carry), a
     returned tensor of the shape and dtype of the one it replaces is
@@ -103,8 +106,9 @@ def compile_step(model, fn, jit_compile=None, stride=1):
     in from outside is copied first, so the caller's tensors never change.
     (`stride`: the index advances by this much per call, see `compile_loop`.)
     """
-    if jit_compile is not True:
+    if jit_compile is not True and jit_compile != "traced":
         return fn
+    inductor = jit_compile is True
     variables = list(model.variables)
     count = len(variables)
     compiled = {"last": (), "last_index": None}
@@ -135,7 +139,7 @@ def compile_step(model, fn, jit_compile=None, stride=1):
             # here instead of freezing the trace's values into the graph.
             graph = make_fx(
                 pure, tracing_mode="fake",
-                decomposition_table={torch.ops.aten.mm.default: _small_matmul},
+                decomposition_table={torch.ops.aten.mm.default: _small_matmul} if inductor else None,
             )(*args)
         except RuntimeError as error:
             if "numpy" not in str(error) and "data-dependent" not in str(error):
@@ -147,6 +151,9 @@ def compile_step(model, fn, jit_compile=None, stride=1):
                 "(e.g. ops.convert_to_tensor on NumPy constants before mixing "
                 f"them with tensors). {error}"
             ) from error
+        if not inductor:
+            compiled["fn"] = torch_step.lean_graph(graph, count, []).forward
+            return
         compiled["fn"] = torch._inductor.compile(
             graph, args,
             # Shapes never change between calls: no checks of them per call.
@@ -181,6 +188,8 @@ def compile_step(model, fn, jit_compile=None, stride=1):
 
 
 def compile_loop(model, fn, jit_compile=None, unroll=1):
+    # Unrolled only for TorchInductor: a traced graph runs operation by
+    # operation, so a call per iteration costs little more.
     if jit_compile is not True or unroll == 1:
         step = compile_step(model, fn, jit_compile)
         return lambda lower, upper, state: _python_loop(step, lower, upper, state)

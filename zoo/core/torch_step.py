@@ -40,7 +40,7 @@ TorchInductor (`CompiledStep(inductor=False)`): a trace costs about a
 second, against 20-50 s of compilation, and still skips Keras's layer
 calls, autograd and the optimizers' Python; it updates the variables in
 place where it can and calls each operation through PyTorch's Python
-bindings (`_lean_graph`). `jit_compile="auto"` runs a `fit` of middling
+bindings (`lean_graph`). `jit_compile="auto"` runs a `fit` of middling
 length this way (`AutoStep`).
 """
 
@@ -505,15 +505,16 @@ def _in_place(graph, count, changed):
     variable's new value (and no view of it at all), the clone can be the
     input itself: the same reads and writes, in the same order, on the
     variable's storage, and nothing to copy back (`_copied_back`). A clone
-    returned or viewed as another variable's
-    new value or as a log stays: that must not alias a variable which the
-    copy-back or the next step changes."""
+    returned or viewed as another variable's new value or as a log stays:
+    that must not alias a variable which the copy-back or the next step
+    changes; and so does the clone of a variable not in `changed` (which
+    the step may write to as scratch space)."""
     placeholders = [node for node in graph.nodes if node.op == "placeholder"][:count]
     output = next(node for node in graph.nodes if node.op == "output")
     returned = list(output.args[0])
     for k, placeholder in enumerate(placeholders):
         users = list(placeholder.users)
-        if len(users) != 1 or users[0].target not in _COPIES:
+        if k not in changed or len(users) != 1 or users[0].target not in _COPIES:
             continue
         clone = users[0]
         views = _views(clone)
@@ -524,7 +525,7 @@ def _in_place(graph, count, changed):
         graph.erase_node(clone)
 
 
-def _lean_graph(graph, count, changed):
+def lean_graph(graph, count, changed):
     """The traced graph, for running operation by operation: without the
     `detach`es (the graph has no autograd) and the copies of tensors that
     nothing writes to; updating the variables in place where it can
@@ -732,7 +733,7 @@ class CompiledStep:
         if self.inductor:
             fn, copied = torch._inductor.compile(graph, args), range(len(changed))
         else:
-            graph = _lean_graph(graph, count, changed)
+            graph = lean_graph(graph, count, changed)
             fn, copied = graph.forward, _copied_back(graph.graph, count, changed)
         return fn, changed, list(copied), meta["log_spec"]
 

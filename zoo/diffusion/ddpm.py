@@ -143,6 +143,7 @@ class DDPM(GenerativeModel):
                 self.ema.append(average)
         self._samplers = {}
         self._steps = {}
+        self._sampled_steps = {}  # sampler steps run per setting ("auto" traces on PyTorch)
 
     def call(self, inputs, training=False):
         return self.denoiser(inputs, training=training)
@@ -269,10 +270,10 @@ class DDPM(GenerativeModel):
         return uncond + guidance * (cond - uncond)
 
     def _denoising_step(self, batch, guided, clip, compiled):
-        """One sampler step `x <- c . (x, x0, x0_prev, eps, z)`, compiled by
-        `compile_step` (TorchInductor on PyTorch if `compiled`; itself on
-        JAX and TensorFlow, whose whole loop compiles). Static shapes: one
-        per batch size."""
+        """One sampler step `x <- c . (x, x0, x0_prev, eps, z)` through
+        `compile_step` (on PyTorch traced or compiled by TorchInductor as
+        `compiled` says; itself on JAX and TensorFlow, whose whole loop
+        compiles). Static shapes: one per batch size."""
         key = (batch, guided, clip, compiled)
         if key not in self._steps:
             def step(i, state):
@@ -352,11 +353,14 @@ class DDPM(GenerativeModel):
                 step traced once and compiled by TorchInductor
                 (`zoo.core.compile_step`) for runs over 100 steps, or once
                 a step for this number of samples and guidance setting is
-                compiled (it is kept); shorter first runs step eagerly, as
-                compiling takes 10-40 s on a CPU and pays off over a few
-                hundred steps. True: XLA on TensorFlow and every PyTorch
-                step compiled. False: no `jax.jit` on JAX, no compilation
-                on PyTorch (debugging).
+                compiled (it is kept); shorter runs step eagerly until runs
+                of this setting have taken more than 100 steps in all (this
+                one included), then run the step traced once (about a
+                second; no Keras layer calls per step, the same numbers as
+                eager), as compiling takes 10-40 s on a CPU and pays off
+                over a few hundred steps. True: XLA on TensorFlow and every
+                PyTorch step compiled. False: no `jax.jit` on JAX, no
+                tracing or compilation on PyTorch (debugging).
         """
         num_samples = int(num_samples)
         if num_samples < 1:
@@ -380,8 +384,11 @@ class DDPM(GenerativeModel):
         )
         long_run = len(ts) > LONG_LOOP
         guided = guidance_scale is not None
+        setting = (num_samples, guided, clip)
+        steps_before = self._sampled_steps.get(setting, 0)
+        self._sampled_steps[setting] = steps_before + len(ts)
         compile_steps = compiles_steps(
-            jit_compile, len(ts), (num_samples, guided, clip, True) in self._steps
+            jit_compile, len(ts), steps_before, setting + (True,) in self._steps
         )
         chunk = len(ts) if not (long_run or return_trajectory) else math.ceil(len(ts) / _CHUNKS)
         show = long_run if verbose == "auto" else bool(verbose)

@@ -286,6 +286,7 @@ class GPT(GenerativeModel):
             )
         # One compiled decoding loop per static setting.
         self._decoders = {}
+        self._decoded_steps = {}  # steps decoded per setting ("auto" traces on PyTorch)
         self._log_prob_fns = {}
         # Built now, so `compile()` works at once (the blocks build
         # themselves); no forward pass, which costs seconds of op-by-op
@@ -680,14 +681,18 @@ class GPT(GenerativeModel):
                 loop by XLA on JAX and TensorFlow; on PyTorch, where the
                 loop runs in Python, the steps compiled by TorchInductor
                 (as with True) for runs of more than 100 steps or once they
-                are compiled for these shapes and settings, eager steps
-                otherwise. True: the same on JAX and TensorFlow, and on
-                PyTorch the per-token step traced once and compiled by
-                TorchInductor, four tokens per compiled call with the cache
-                (10-100x faster per token than eager, after 20-45 s of
-                compilation per setting on a small CPU, a few seconds when
-                Inductor's on-disk cache holds it). False: no XLA on
-                TensorFlow, no `jax.jit` on JAX, eager PyTorch (debugging).
+                are compiled for these shapes and settings; shorter runs
+                decode eagerly until runs of these shapes and settings have
+                decoded more than 100 tokens in all (this one included),
+                then with the per-token step traced once (about a second;
+                no Keras layer calls per token, the same tokens as eager).
+                True: the same on JAX and TensorFlow, and on PyTorch the
+                per-token step traced once and compiled by TorchInductor,
+                four tokens per compiled call with the cache (10-100x
+                faster per token than eager, after 20-45 s of compilation
+                per setting on a small CPU, a few seconds when Inductor's
+                on-disk cache holds it). False: no XLA on TensorFlow, no
+                `jax.jit` on JAX, eager PyTorch (debugging).
 
         Returns:
             The prompts followed by their new tokens, in the prompt's form:
@@ -728,9 +733,9 @@ class GPT(GenerativeModel):
         first = int(lengths.min())
         settings = (len(rows), first, total, use_cache, greedy, top_k, use_top_p,
                     bool(return_logits), jit_compile)
-        compile_steps = compiles_steps(
-            jit_compile, total - first, settings + (True,) in self._decoders
-        )
+        steps_before = self._decoded_steps.get(settings, 0)
+        self._decoded_steps[settings] = steps_before + total - first
+        compile_steps = compiles_steps(jit_compile, total - first, steps_before)
         decode = self._decoder(*settings, compile_steps)
         # Temperature and top_p are tensors, not constants of the compiled
         # loop: changing them compiles nothing new.
