@@ -823,17 +823,18 @@ def sampling(args):
     from zoo.diffusion import DDPM
     from zoo.transformer import GPT
 
+    loops = {"auto": "auto", "true": True, "false": False}[args.sampling_jit_compile]
     rows = []
     model = DDPM((2,), hidden_units=64, num_blocks=2, ema_decay=None, seed=0)
     model.compile()
     # Warm-up calls until "auto" reaches its steady tier (on PyTorch the
     # step traced once runs of a setting pass LONG_LOOP steps).
     for _ in range(LONG_LOOP // 20 + 1):
-        model.sample(256, steps=20, sampler="ddim", seed=1, verbose=False)
+        model.sample(256, steps=20, sampler="ddim", seed=1, verbose=False, jit_compile=loops)
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        model.sample(256, steps=20, sampler="ddim", seed=1, verbose=False)
+        model.sample(256, steps=20, sampler="ddim", seed=1, verbose=False, jit_compile=loops)
         times.append((time.perf_counter() - start) / 20)
     rows.append(("DDPM (2-D, MLP) DDIM, 256 samples", f"{1e3 * statistics.median(times):.2f} ms/step"))
     g = GPTFamily()
@@ -842,11 +843,11 @@ def sampling(args):
     for batch in (1, 8):
         prompt = np.random.default_rng(0).integers(0, g.vocab, (batch, 8)).astype("int32")
         for _ in range(LONG_LOOP // 48 + 1):
-            gpt.generate(prompt, 48, seed=0)
+            gpt.generate(prompt, 48, seed=0, jit_compile=loops)
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            gpt.generate(prompt, 48, seed=0)
+            gpt.generate(prompt, 48, seed=0, jit_compile=loops)
             times.append(time.perf_counter() - start)
         rows.append((f"GPT (2x64) cached generation, batch {batch}, 48 tokens",
                      f"{batch * 48 / statistics.median(times):.0f} tokens/s"))
@@ -867,6 +868,8 @@ def main(argv=None):
                         "the core's Inductor-compiled training step, and traced is "
                         '"auto" with the traced step at any length (TRACE_FIT 0)')
     parser.add_argument("--no-sampling", action="store_true")
+    parser.add_argument("--sampling-jit-compile", default="auto", choices=["auto", "true", "false"],
+                        help="the jit_compile of `sample` and `generate`")
     args = parser.parse_args(argv)
     settings = {}
     if args.steps_per_execution:
