@@ -23,7 +23,9 @@ handed to the native step), and their mean losses over the first steps are
 compared: "check" in the table is the relative difference.
 
 Timing: runs alternate (zoo, native, zoo, native, ...) `--repeats` times, each
-of `--steps` steps (one epoch of `fit`); the clock runs from the start of
+of `--steps` steps (one epoch of `fit`; on PyTorch "auto" picks the step
+by the fit's length: the default 120 steps run the traced step, from
+`zoo.core.TRACE_FIT` = 100, and fewer than that the eager one); the clock runs from the start of
 step `--skip` to the end of the last step (its logs read back to the host
 in `on_train_batch_end`, or a block on the native loop's last loss), so
 JAX's asynchronous dispatch is paid inside the timed window. Medians;
@@ -858,7 +860,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", default=",".join(FAMILIES),
                         help="comma-separated; \"\" times the sampling only")
-    parser.add_argument("--steps", type=int, default=60, help="steps per timed run")
+    parser.add_argument("--steps", type=int, default=120,
+                        help="steps per timed fit (PyTorch \"auto\" traces fits of TRACE_FIT = 100 or more)")
     parser.add_argument("--skip", type=int, default=10, help="steps before the clock starts")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="torch: torch.compile the native step")

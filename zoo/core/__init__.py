@@ -74,7 +74,7 @@ def compile_loop(model, fn, jit_compile=None, unroll=1):
 # On PyTorch, `jit_compile="auto"` compiles the steps of a sampling or
 # generation loop of more than this many steps with TorchInductor (10-45 s
 # on a 2-core CPU, then the fastest steps), and traces the steps of shorter
-# loops (`compile_step(..., "traced")`: about a second, then 2-6x faster
+# loops (`compile_step(..., "traced")`: about a second, then 1.5-6x faster
 # than eager Keras there; README, Performance) once loops of their setting
 # have run more than this many steps in all.
 LONG_LOOP = 100
@@ -83,9 +83,11 @@ LONG_LOOP = 100
 # `fit` planned for at least this many steps and runs the traced graph
 # without Keras's layer calls (`zoo.core.torch_step.AutoStep`): the trace
 # costs 0.5-1.4 s on a 2-core CPU and saved 3.6-12 ms per step against
-# eager Keras there (README, Performance), paid back within 50-300 steps in
-# every family measured.
-TRACE_FIT = 500
+# eager Keras there. Whole fits (README, Performance) were faster traced
+# from 100 steps for the GAN, VAE, RealNVP and DDPM and from about 165 for
+# the GPT (0.7 s slower at 100), and slower at 50 steps for all but the
+# DDPM (even).
+TRACE_FIT = 100
 
 # On PyTorch, `compile(jit_compile="auto")` compiles the training step of a
 # `fit` planned for at least this many steps (`zoo.core.torch_step.AutoStep`).

@@ -395,7 +395,7 @@ class GenerativeModel(keras.Model):
                 PyTorch for a `fit` planned for at least `zoo.core.LONG_FIT`
                 (12,000) steps, and every `fit` after it, compiling the
                 first batch shape only; a `fit` of at least
-                `zoo.core.TRACE_FIT` (500) steps runs that traced step
+                `zoo.core.TRACE_FIT` (100) steps runs that traced step
                 without compiling it (a trace of about a second); shorter
                 fits run eagerly. On TensorFlow and JAX "auto" is Keras's
                 rule.
