@@ -41,7 +41,8 @@ second, against 20-50 s of compilation, and still skips Keras's layer
 calls, autograd and the optimizers' Python; it updates the variables in
 place where it can and calls each operation through PyTorch's Python
 bindings (`lean_graph`). `jit_compile="auto"` runs a `fit` of middling
-length this way (`AutoStep`).
+length this way (`AutoStep`), and `zoo.core.compile_step(...,
+jit_compile="traced")` the steps of sampling and generation loops.
 """
 
 import contextlib

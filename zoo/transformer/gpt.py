@@ -680,8 +680,7 @@ class GPT(GenerativeModel):
             jit_compile: how the decoding loop compiles. `"auto"`: the whole
                 loop by XLA on JAX and TensorFlow; on PyTorch, where the
                 loop runs in Python, the steps compiled by TorchInductor
-                (as with True) for runs of more than 100 steps or once they
-                are compiled for these shapes and settings; shorter runs
+                (as with True) for runs of more than 100 steps; shorter runs
                 decode eagerly until runs of these shapes and settings have
                 decoded more than 100 tokens in all (this one included),
                 then with the per-token step traced once (about a second;
