@@ -433,6 +433,39 @@ def test_every_model_runs_the_traced_step_as_its_eager_step(name, monkeypatch):
         np.testing.assert_allclose(logs[key], value, rtol=2e-4, err_msg=key)
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="the traced graph is PyTorch's")
+def test_the_lean_graph_calls_equivalent_bindings_for_unbound_operations():
+    # `_unsafe_view`, `slice` and `_to_copy` have no Python binding of
+    # their own: the lean graph calls `view`, `narrow` and `to(copy=True)`,
+    # with the same values and aliasing (a write to the copy leaves the
+    # input alone; a write to the slice shows in its base).
+    import torch
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from zoo.core.torch_step import lean_graph
+
+    aten = torch.ops.aten
+
+    def fn(x):
+        flat = aten._unsafe_view(x.mm(x.t()), [16])
+        tail = aten.slice(flat, 0, -5, 2**63 - 1)
+        middle = aten.slice(x, 1, 1, 3).clone()
+        copy = aten._to_copy(x)
+        copy.add_(1.0)
+        wide = aten._to_copy(x, dtype=torch.float64)
+        buffer = torch.zeros(4, 4)
+        aten.slice(buffer, 0, 1).fill_(2.0)
+        return tail, middle, copy, wide, buffer, x
+
+    x = torch.arange(16.0).reshape(4, 4)
+    graph = lean_graph(make_fx(fn, tracing_mode="fake")(x), 0, [])
+    targets = {node.target for node in graph.graph.nodes}
+    assert not targets & {aten._unsafe_view.default, aten.slice.Tensor, aten._to_copy.default}
+    for got, expected in zip(graph(x.clone()), fn(x.clone())):
+        assert got.dtype == expected.dtype
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["gan", "vae", "flow", "ddpm", "gpt"])
 def test_each_family_trains_with_the_compiled_step(family):

@@ -473,6 +473,44 @@ def _binding(node):
     return None
 
 
+def _rebound(node):
+    """Rewrites `node` to call, through a Python binding, an operation that
+    computes its result bit for bit and with the same aliasing, where its
+    own ATen operation has no binding: `_unsafe_view` (a view that autograd
+    does not track) as `Tensor.view`, a `slice` of step 1 as
+    `Tensor.narrow` (the bounds clamped by the traced shapes), `_to_copy`
+    as `Tensor.to(..., copy=True)`. Returns whether it did."""
+    aten = torch.ops.aten
+    if node.target is aten._unsafe_view.default:
+        node.op, node.target = "call_method", "view"
+        return True
+    if node.target is aten.slice.Tensor:
+        names = ("self", "dim", "start", "end", "step")
+        bound = dict(zip(names, (None, 0, None, None, 1)))
+        bound.update(zip(names, node.args))
+        bound.update(node.kwargs)
+        dim, start, end, step = (bound[name] for name in names[1:])
+        if step != 1 or not all(v is None or type(v) is int for v in (dim, start, end)):
+            return False
+        size = bound["self"].meta["val"].shape[dim]
+        length = node.meta["val"].shape[dim]
+        if type(size) is not int or type(length) is not int:
+            return False
+        start = 0 if start is None else start + size if start < 0 else start
+        node.op, node.target = "call_method", "narrow"
+        node.args, node.kwargs = (bound["self"], dim, min(max(start, 0), size), length), {}
+        return True
+    if node.target is aten._to_copy.default:
+        kwargs = dict(node.kwargs)
+        if (len(node.args) != 1 or kwargs.pop("layout", None) not in (None, torch.strided)
+                or kwargs.pop("pin_memory", None)):
+            return False
+        node.op, node.target = "call_method", "to"
+        node.kwargs = {**kwargs, "copy": True}
+        return True
+    return False
+
+
 def _views(node):
     """`node` and the nodes whose tensors view its tensor (by the
     operations' schemas; an operation without one counts as a view)."""
@@ -531,7 +569,8 @@ def lean_graph(graph, count, changed):
     `detach`es (the graph has no autograd) and the copies of tensors that
     nothing writes to; updating the variables in place where it can
     (`_in_place`); each operation called through its Python binding
-    (`_binding`) where it has one. The graph's inputs are the values of the
+    (`_binding`) where it has one, or through that of an equivalent one
+    (`_rebound`). The graph's inputs are the values of the
     `count` variables, then the batch; its outputs start with the new
     values of the variables at indices `changed`."""
     data = [node for node in graph.graph.nodes if node.op == "placeholder"][count:]
@@ -547,7 +586,9 @@ def lean_graph(graph, count, changed):
         if node.target is torch.ops.zoo.keras_random.default:
             node.target = _keras_random  # (the draw itself, not through the dispatcher)
             continue
-        binding = _binding(node) if node.op == "call_function" else None
+        if node.op != "call_function" or _rebound(node):
+            continue
+        binding = _binding(node)
         if binding is not None:
             node.op, node.target = binding
     graph.recompile()
