@@ -272,6 +272,21 @@ if BACKEND == "torch":
 F = {"jax": _jax_ops, "tensorflow": _tf_ops, "torch": _torch_ops}[BACKEND]()
 
 
+def device_name():
+    """Where the backend puts the arrays (zoo and native alike): the
+    benchmark leaves placement to the backend, and says what it got."""
+    if BACKEND == "jax":
+        import jax
+
+        return str(jax.devices()[0])
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        return gpus[0].name if gpus else "CPU"
+    return str(DEVICE) + (f" ({torch.cuda.get_device_name()})" if DEVICE.type == "cuda" else "")
+
+
 # ---------------------------------------------------------------------------
 # The families: the zoo model, its data, and its math written out.
 
@@ -888,7 +903,8 @@ def main(argv=None):
     if BACKEND == "torch":
         threads = f", torch threads {torch.get_num_threads()}"
     print(f"backend {BACKEND}, keras {keras.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs{threads}, load average at start {os.getloadavg()[0]:.1f}, "
+          f"{os.cpu_count()} CPUs{threads}, device {device_name()}, "
+          f"load average at start {os.getloadavg()[0]:.1f}, "
           f"settings {settings or 'defaults'}", flush=True)
     print("\n| backend | family | batch | zoo ms/step | native ms/step | zoo/native "
           "| CPU time zoo/native | epoch end (ms) | first step zoo / native (s) | loss check |")
