@@ -23,6 +23,13 @@ def assert_trees_close(a, b, atol=0.0, rtol=0.0, what="values"):
         )
 
 
+def counted_calls(monkeypatch, layer):
+    """A list that grows by one at every Keras call of `layer`."""
+    calls, call = [], layer.call
+    monkeypatch.setattr(layer, "call", lambda *a, **k: calls.append(1) or call(*a, **k))
+    return calls
+
+
 def check_model(
     make_model,
     data,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from tests.helpers import check_model
+from tests.helpers import check_model, counted_calls
 from zoo.diffusion import DDPM, alphas_cumprod
 
 BACKEND = keras.backend.backend()
@@ -163,13 +163,6 @@ def test_compiled_sampling_follows_the_weights_and_matches_uncompiled_sampling()
     assert not np.allclose(a, c)
     with pytest.raises(ValueError, match=r"`jit_compile` must be \"auto\", True or False"):
         model.sample(6, labels=labels, jit_compile="yes")
-
-
-def counted_calls(monkeypatch, layer):
-    """A list that grows by one at every Keras call of `layer`."""
-    calls, call = [], layer.call
-    monkeypatch.setattr(layer, "call", lambda *a, **k: calls.append(1) or call(*a, **k))
-    return calls
 
 
 def test_auto_sampling_traces_the_step_once_a_setting_has_run_long(monkeypatch):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from tests.helpers import assert_trees_close
+from tests.helpers import assert_trees_close, counted_calls
 from zoo.data import MarkovText
 from zoo.transformer import GPT, ByteTokenizer, CharTokenizer
 
@@ -255,8 +255,7 @@ def test_auto_generation_traces_the_step_once_a_setting_has_run_long(trained, mo
     import zoo.core
 
     monkeypatch.setattr(zoo.core, "LONG_LOOP", 12)
-    calls, call = [], trained.blocks[0].call
-    monkeypatch.setattr(trained.blocks[0], "call", lambda *a, **k: calls.append(1) or call(*a, **k))
+    calls = counted_calls(monkeypatch, trained.blocks[0])
     prompt = PROMPT[:2]
     for kwargs in (dict(temperature=0, return_logits=True), dict(seed=4, top_k=5)):
         runs = []

@@ -450,8 +450,9 @@ def _binding(node):
     Python call costs a third to a half more, per operation):
     `("call_function", torch.<name>)` (or `torch._C._nn.<name>`, ...), or
     `("call_method", name)` for a `Tensor` method; None where PyTorch has
-    no binding of that name (backward operations, `_to_copy`, `slice`) or
-    only a Python wrapper (`Tensor.split`). A binding takes the
+    no binding of that name (backward operations; `_to_copy`, `slice` and
+    `_unsafe_view` call an equivalent one, `_rebound`) or only a Python
+    wrapper (`Tensor.split`). A binding takes the
     operation's own arguments, positional and keyword, and picks the same
     overload from their types."""
     target = node.target
