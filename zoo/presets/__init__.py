@@ -12,19 +12,24 @@ gan = GAN.from_preset("gan_ring")       # checks that the preset holds a GAN
 gan.save_to_preset("/tmp/my_gan")       # config.json, model.weights.h5, metadata.json
 zoo.from_preset("/tmp/my_gan")
 zoo.from_preset("https://example.org/my_gan.tar.gz#sha256=<hex>")
+zoo.from_preset("hf://owner/name")      # a Hugging Face checkpoint, converted
 ```
 
 See `zoo.presets.format` for the directory layout and what loading checks,
-`zoo.presets.sources` for names, directories and archives (`file://`,
-`https://`) cached under `KERAS_HOME`, and `zoo.presets.checks` for golden
-values and quality evaluations. Built-in presets are trained by
+`zoo.presets.replace` for what saving may replace and how, in one step,
+`zoo.presets.sources` for names, directories, archives (`file://`,
+`https://`) verified and cached under `KERAS_HOME`, and Hugging Face
+checkpoints, and `zoo.presets.checks` for golden values and quality
+evaluations. Built-in presets are trained by
 `python -m zoo.presets.build NAME`.
 """
 
-from zoo.presets.format import PresetError, read_metadata
+import os
+
+from zoo.presets.format import CONFIG_FILE, PresetError, read_json, read_metadata
 from zoo.presets.format import load_from_directory as _load
 from zoo.presets.format import save_to_preset
-from zoo.presets.sources import builtin_names, locate
+from zoo.presets.sources import builtin_names, huggingface, locate, resolve
 
 _FAMILIES = ("gan", "vae", "flow", "diffusion", "transformer")
 
@@ -46,17 +51,36 @@ def list_presets(family=None):
 
 
 def preset_metadata(preset, sha256=None):
-    """metadata.json of a preset (name, directory or URL), as a dict."""
-    return read_metadata(locate(preset, sha256=sha256))
+    """metadata.json of a preset (name, directory or URL), as a dict.
+
+    For a local Hugging Face checkpoint folder: `{"format": "huggingface",
+    "model_type": ..., "architectures": [...]}` from its config.json.
+    """
+    kind, where = resolve(preset, sha256=sha256)
+    if kind == "zoo":
+        return read_metadata(where)
+    if not os.path.isdir(where):
+        raise PresetError(
+            f"{preset!r} is a Hugging Face Hub checkpoint: it has no zoo "
+            f"metadata; load it with zoo.from_preset({preset!r})."
+        )
+    config = read_json(os.path.join(where, CONFIG_FILE), CONFIG_FILE)
+    return {
+        "format": "huggingface",
+        "model_type": config.get("model_type"),
+        "architectures": config.get("architectures"),
+    }
 
 
 def from_preset(preset, load_weights=True, sha256=None, expected_class=None):
     """Loads a zoo model from a preset.
 
     Args:
-        preset: a built-in name (`list_presets()`), a preset directory, or a
+        preset: a built-in name (`list_presets()`), a preset directory, a
             `file://` / `https://` URL of a tar or zip archive of one
-            (optionally ending in `#sha256=<hex>`).
+            (optionally ending in `#sha256=<hex>`), or a Hugging Face
+            checkpoint: a local folder or `"hf://owner/name"`, converted by
+            `zoo.presets.huggingface`.
         load_weights: load the trained weights; False returns the model
             freshly initialized from the config.
         sha256: the archive's expected sha256 (URL sources only).
@@ -64,14 +88,25 @@ def from_preset(preset, load_weights=True, sha256=None, expected_class=None):
             instance of this class (what `SomeModel.from_preset` passes).
 
     Raises:
-        PresetError (a ValueError): unknown name (with the closest names),
-            missing or corrupted files, unknown or wrong class, weights that
-            do not fit. The model is returned only when fully loaded.
+        PresetError (a ValueError, with a one-line message): unknown name
+            (with the closest names and every place looked), missing,
+            corrupted or malformed files, an unknown `format_version`, an
+            unknown or wrong class, weights that do not fit or are not
+            finite. The model is returned only when fully loaded.
     """
     if not isinstance(load_weights, bool):
         raise ValueError(f"`load_weights` must be True or False; received {load_weights!r}.")
-    directory = locate(preset, sha256=sha256)
-    return _load(directory, load_weights=load_weights, expected_class=expected_class)
+    kind, where = resolve(preset, sha256=sha256)
+    if kind == "zoo":
+        return _load(where, load_weights=load_weights, expected_class=expected_class)
+    model = huggingface(where).load_hf_checkpoint(where, load_weights=load_weights)
+    if expected_class is not None and not isinstance(model, expected_class):
+        raise PresetError(
+            f"The Hugging Face checkpoint {preset!r} converts to a "
+            f"{type(model).__name__}, not a {expected_class.__name__}: load it "
+            f"with zoo.from_preset(...) or {type(model).__name__}.from_preset(...)."
+        )
+    return model
 
 
 __all__ = [

@@ -17,7 +17,15 @@ Loading checks every file's sha256 against metadata.json, resolves the class
 from the registry *before* building anything (a wrong or unknown class is an
 error, not a half-built model), deserializes the config with
 `safe_mode=True`, and loads the weights into the fresh model, which is only
-returned once every variable has been set.
+returned once every variable has been set. A preset of an unknown
+`format_version`, or whose metadata names another class than its config, is
+refused; every malformed preset raises `PresetError` with a one-line message.
+
+Saving refuses a model with NaN or Inf weights (naming the variables), and
+writes the files into a hidden sibling folder that then takes the place of
+`directory` in one atomic step (`zoo.presets.replace`). With
+`overwrite=True` only a folder that is a keras-genzoo preset is replaced;
+any other folder is left untouched and the save refused.
 """
 
 import hashlib
@@ -26,22 +34,63 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 import warnings
 
 import h5py
 import keras
 import numpy as np
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.weights.h5"
-METADATA_FILE = "metadata.json"
+from zoo.presets.replace import (
+    CONFIG_FILE,
+    METADATA_FILE,
+    WEIGHTS_FILE,
+    check_target,
+    remove_preset,
+    replace_directory,
+)
+
 HASHED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 FORMAT_VERSION = 1
+# How much of a nested error's text a PresetError quotes: Keras's messages
+# can hold a whole config.
+_QUOTE_LIMIT = 400
 
 
 class PresetError(ValueError):
-    """A preset cannot be found, verified or loaded; the message says why."""
+    """A preset cannot be found, verified or loaded; the message says why.
+
+    The message is always one line (line breaks of quoted errors become
+    spaces), so command-line tools can print it as it is.
+    """
+
+    def __init__(self, message):
+        super().__init__(" ".join(str(message).split()))
+
+
+def describe(error):
+    """`Type: message` of an exception on one line, shortened past a few
+    hundred characters (with "...")."""
+    text = " ".join(str(error).split())
+    if len(text) > _QUOTE_LIMIT:
+        text = text[:_QUOTE_LIMIT] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def read_json(path, what):
+    """The JSON object in the file `path`; any failure (unreadable, not
+    JSON, nested too deeply, not an object) is a one-line `PresetError`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except RecursionError:
+        raise PresetError(
+            f"{what} {path!r} is nested too deeply to be a preset file."
+        ) from None
+    except (OSError, ValueError) as error:
+        raise PresetError(f"Could not read {what} {path!r}: {describe(error)}") from error
+    if not isinstance(value, dict):
+        raise PresetError(f"{what} {path!r} must hold a JSON object, not {type(value).__name__}.")
+    return value
 
 
 def sha256_of(path, chunk_size=1 << 20):
@@ -94,18 +143,26 @@ def _json_ready(value):
 def save_to_preset(model, directory, metadata=None, overwrite=False):
     """Writes `model` as a preset directory; returns the directory's path.
 
-    The files are written into a temporary directory next to `directory`
-    and renamed into place at the end, so an interrupted save never leaves
-    a half-written preset behind.
+    The files are written into a hidden folder next to `directory`, which
+    then takes `directory`'s place in one atomic step: at every instant the
+    path holds the old preset or the new one, and an interrupted save
+    never leaves a half-written preset behind.
 
     Args:
         model: a `zoo.core.GenerativeModel` registered with
-            `keras.saving.register_keras_serializable`.
-        directory: the preset directory to create.
+            `keras.saving.register_keras_serializable`, with finite weights.
+        directory: the preset directory to create (or an empty folder).
         metadata: extra JSON-serializable entries for metadata.json (for
             example `dataset`, `quality`, `goldens`, `description`).
-        overwrite: replace an existing `directory`; otherwise an existing,
-            non-empty `directory` is an error.
+        overwrite: replace an existing preset at `directory`. Only a folder
+            holding a keras-genzoo preset (its config.json,
+            model.weights.h5 and metadata.json, nothing else) is replaced;
+            any other folder is refused and left untouched.
+
+    Raises:
+        ValueError: a bad argument, an existing `directory` without
+            `overwrite=True`, a `directory` that is not a preset, or weights
+            holding NaN or Inf (the message names the variables).
     """
     from zoo.core import GenerativeModel, backend_name
 
@@ -118,15 +175,10 @@ def save_to_preset(model, directory, metadata=None, overwrite=False):
         raise ValueError(f"`metadata` must be a dict or None; received {metadata!r:.80}.")
     if not isinstance(directory, (str, os.PathLike)):
         raise ValueError(f"`directory` must be a path; received {directory!r}.")
+    if not isinstance(overwrite, bool):
+        raise ValueError(f"`overwrite` must be True or False; received {overwrite!r}.")
     directory = os.path.abspath(os.fspath(directory))
-    if os.path.exists(directory) and not (
-        os.path.isdir(directory) and (overwrite or not os.listdir(directory))
-    ):
-        raise ValueError(
-            f"`directory` {directory!r} already exists"
-            + (" and is not a directory" if not os.path.isdir(directory) else "")
-            + "; pass overwrite=True to replace it, or choose another path."
-        )
+    check_target(directory, overwrite)
     registered = keras.saving.get_registered_name(type(model))
     if keras.saving.get_registered_object(registered) is not type(model):
         raise ValueError(
@@ -138,6 +190,13 @@ def save_to_preset(model, directory, metadata=None, overwrite=False):
     # Zoo models build their networks in __init__; Keras only calls a model
     # built once it has been compiled or called.
     model._assert_networks_built()
+    bad = nonfinite_variables(model)
+    if bad:
+        raise ValueError(
+            f"Cannot save this {type(model).__name__} as a preset: "
+            f"{len(bad)} variable(s) hold NaN or Inf values: {_names(bad)}. "
+            "Nothing was written; retrain or restore the weights first."
+        )
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
@@ -155,8 +214,8 @@ def save_to_preset(model, directory, metadata=None, overwrite=False):
         copy = _build(config, lambda error: (
             f"Cannot save this {type(model).__name__} as a preset: its config "
             f"does not load back in safe mode, as every preset is loaded "
-            f"({error}). Build it from registered layers, without Lambda "
-            "layers holding Python functions."
+            f"({describe(error)}). Build it from registered layers, without "
+            "Lambda layers holding Python functions."
         ))
         copy._assert_networks_built()
         copy.set_weights(model.get_weights())
@@ -170,32 +229,40 @@ def save_to_preset(model, directory, metadata=None, overwrite=False):
             "parameter_count": int(model.count_params()),
         }
         meta.update(_json_ready(metadata or {}))
+        # These describe the files: the caller's metadata cannot override them.
+        meta["format_version"], meta["class_name"] = FORMAT_VERSION, registered
         meta["sha256"] = {
             name: sha256_of(os.path.join(tmp, name)) for name in HASHED_FILES
         }
         with open(os.path.join(tmp, METADATA_FILE), "w") as f:
             json.dump(meta, f, indent=2, sort_keys=True)
-        _move_into_place(tmp, directory)
+        # Re-checked just before the swap: the folder may have changed while
+        # the files were written.
+        check_target(directory, overwrite)
+        old = replace_directory(tmp, directory)
     except BaseException:
+        # `tmp` is still the folder made above (a failed swap leaves both
+        # paths as they were), holding only what this call wrote.
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if old is not None:
+        remove_preset(old)
     return directory
 
 
-def _move_into_place(tmp, directory):
-    """Renames `tmp` to `directory`, replacing what was there."""
-    old = None
-    if os.path.exists(directory):
-        old = f"{directory}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(directory, old)
-    try:
-        os.rename(tmp, directory)
-    except BaseException:
-        if old is not None:
-            os.rename(old, directory)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _names(items, limit=10):
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def nonfinite_variables(model):
+    """Paths of `model`'s floating-point variables holding NaN or Inf."""
+    bad = []
+    for v in model.weights:
+        if keras.backend.is_float_dtype(v.dtype):
+            if not np.all(np.isfinite(keras.ops.convert_to_numpy(v.value))):
+                bad.append(v.path)
+    return bad
 
 
 def read_metadata(directory):
@@ -206,18 +273,40 @@ def read_metadata(directory):
             f"The preset at {directory!r} has no {METADATA_FILE}; a preset "
             f"directory holds {CONFIG_FILE}, {WEIGHTS_FILE} and {METADATA_FILE}."
         )
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as error:
-        raise PresetError(f"Could not read {path!r}: {error}") from error
-    if not isinstance(meta, dict):
-        raise PresetError(f"{path!r} must hold a JSON object.")
-    return meta
+    return read_json(path, METADATA_FILE)
+
+
+def check_metadata(directory, metadata, config=None):
+    """Refuses metadata this version cannot read, or that names another
+    class than the config (when given); each error names the field."""
+    path = os.path.join(directory, METADATA_FILE)
+    version = metadata.get("format_version")
+    if type(version) is not int or version < 1:
+        raise PresetError(
+            f"{path!r}: the field `format_version` must be a positive integer; "
+            f"received {version!r:.40}. Not a keras-genzoo preset, or a damaged one."
+        )
+    if version > FORMAT_VERSION:
+        raise PresetError(
+            f"{path!r}: `format_version` is {version}, but this keras-genzoo "
+            f"reads format_version {FORMAT_VERSION} only; upgrade keras-genzoo "
+            "to load this preset."
+        )
+    if config is None:
+        return
+    name = metadata.get("class_name")
+    in_config = config.get("registered_name") or config.get("class_name")
+    if name != in_config:
+        raise PresetError(
+            f"{path!r}: the field `class_name` is {name!r:.60}, but "
+            f"{CONFIG_FILE} holds a {in_config!r:.60}; the files do not belong "
+            "together."
+        )
 
 
 def verify_files(directory, metadata, need_weights=True):
-    """Checks that each file exists and matches the sha256 in metadata."""
+    """Checks that each file exists and matches the sha256 in metadata
+    (64 hexadecimal digits, either case)."""
     hashes = metadata.get("sha256")
     if not isinstance(hashes, dict):
         raise PresetError(
@@ -233,11 +322,17 @@ def verify_files(directory, metadata, need_weights=True):
         expected = hashes.get(name)
         if expected is None:
             raise PresetError(f"metadata.json of {directory!r} lists no sha256 for {name}.")
+        if not (isinstance(expected, str) and len(expected) == 64
+                and all(c in "0123456789abcdefABCDEF" for c in expected)):
+            raise PresetError(
+                f"metadata.json of {directory!r}: the field `sha256.{name}` must "
+                f"be 64 hexadecimal digits; received {expected!r:.80}."
+            )
         actual = sha256_of(path)
-        if actual != expected:
+        if actual != expected.lower():
             raise PresetError(
                 f"{path!r} is corrupted or was changed: its sha256 is "
-                f"{actual}, metadata.json expects {expected}."
+                f"{actual}, metadata.json expects {expected.lower()}."
             )
 
 
@@ -245,10 +340,10 @@ def resolve_class(directory, config, expected_class=None):
     """The registered class named by `config`, checked against `expected_class`."""
     from zoo.core import GenerativeModel
 
-    if not isinstance(config, dict) or "class_name" not in config:
+    name = config.get("registered_name") or config.get("class_name")
+    if not isinstance(name, str) or not name:
         raise PresetError(f"{os.path.join(directory, CONFIG_FILE)!r} names no class.")
     _import_class_module(config)
-    name = config.get("registered_name") or config["class_name"]
     cls = keras.saving.get_registered_object(name)
     if cls is None:
         raise PresetError(
@@ -282,16 +377,22 @@ def _build(config, message):
 def load_from_directory(directory, load_weights=True, expected_class=None):
     """Builds the model of the preset at `directory`; see the module doc."""
     metadata = read_metadata(directory)
+    check_metadata(directory, metadata)
     verify_files(directory, metadata, need_weights=load_weights)
-    with open(os.path.join(directory, CONFIG_FILE)) as f:
-        try:
-            config = json.load(f)
-        except ValueError as error:
-            raise PresetError(f"{CONFIG_FILE} of {directory!r} is not JSON: {error}") from error
+    config = read_json(os.path.join(directory, CONFIG_FILE), CONFIG_FILE)
+    check_metadata(directory, metadata, config)
     cls = resolve_class(directory, config, expected_class)
+    family = metadata.get("family")
+    if family is not None and family != family_of(cls):
+        warnings.warn(
+            f"{os.path.join(directory, METADATA_FILE)!r}: the field `family` is "
+            f"{family!r:.40}, but the preset holds a {cls.__name__} (family "
+            f"{family_of(cls)!r}); the metadata is out of date.",
+            stacklevel=3,
+        )
     model = _build(config, lambda error: (
         f"Could not build the {cls.__name__} of the preset at {directory!r} "
-        f"from its {CONFIG_FILE}: {error}"
+        f"from its {CONFIG_FILE}: {describe(error)}"
     ))
     if type(model) is not cls:
         raise PresetError(
@@ -301,7 +402,7 @@ def load_from_directory(directory, load_weights=True, expected_class=None):
     try:
         model._assert_networks_built()
     except ValueError as error:
-        raise PresetError(f"The preset at {directory!r}: {error}") from error
+        raise PresetError(f"The preset at {directory!r}: {describe(error)}") from error
     if load_weights:
         path = os.path.join(directory, WEIGHTS_FILE)
         try:
@@ -316,8 +417,14 @@ def load_from_directory(directory, load_weights=True, expected_class=None):
         except Exception as error:
             raise PresetError(
                 f"Could not load the weights {path!r} into {cls.__name__}: "
-                f"{type(error).__name__}: {error}"
+                f"{describe(error)}"
             ) from error
+        bad = nonfinite_variables(model)
+        if bad:
+            raise PresetError(
+                f"The weights {path!r} hold NaN or Inf values in {len(bad)} "
+                f"variable(s): {_names(bad)}; the preset is unusable."
+            )
     return model
 
 
@@ -348,6 +455,6 @@ def _check_fully_loaded(model, path):
             f"the file does not match the model's variables (model variables "
             f"not in the file: {missing[:5]}; file arrays the model lacks: {extra[:5]})."
         )
-    differ = [k for k in saved if not np.array_equal(saved[k], loaded[k])]
+    differ = [k for k in saved if not np.array_equal(saved[k], loaded[k], equal_nan=True)]
     if differ:
         raise ValueError(f"variables {differ[:5]} did not take the file's values.")
