@@ -6,7 +6,17 @@ Pure NumPy and Pillow, so it works the same under every backend.
 import os
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
+
+
+def caption_font():
+    """The font of figure captions: Pillow's default at 13 px, whose spaces
+    are wide enough to read (at its default 10 px "mass on grid" reads as
+    "masson grid")."""
+    try:
+        return ImageFont.load_default(size=13)
+    except TypeError:  # Pillow before 10.1 has one bitmap font, of one size
+        return ImageFont.load_default()
 
 
 def image_grid(images, num_columns=None, scale=4, padding=1, value_range=(-1.0, 1.0)):
@@ -111,7 +121,7 @@ def scatter_image(point_sets, size=400, limits=None, radius=1):
             if 0 <= px < size and 0 <= py < size:
                 cx, cy = k * size + px, 20 + (size - 1 - py)
                 draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=colour)
-        draw.text((k * size + 5, 4), title, fill="black")
+        draw.text((k * size + 5, 3), title, fill="black", font=caption_font())
         draw.line([(k * size, 0), (k * size, size + 20)], fill="grey")
     return image
 
