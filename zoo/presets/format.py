@@ -256,12 +256,19 @@ def _names(items, limit=10):
 
 
 def nonfinite_variables(model):
-    """Paths of `model`'s floating-point variables holding NaN or Inf."""
+    """Names of `model`'s floating-point variables holding NaN or Inf, as
+    `network/variable path` (a variable's own path omits its network)."""
+    owner = {}
+    for layer in model.layers:
+        for v in layer.weights:
+            owner.setdefault(id(v), layer.name)
     bad = []
     for v in model.weights:
         if keras.backend.is_float_dtype(v.dtype):
             if not np.all(np.isfinite(keras.ops.convert_to_numpy(v.value))):
-                bad.append(v.path)
+                network = owner.get(id(v))
+                prefixed = network is None or v.path.startswith(f"{network}/")
+                bad.append(v.path if prefixed else f"{network}/{v.path}")
     return bad
 
 
