@@ -281,7 +281,7 @@ def test_trackers_reset_every_epoch():
     history = model.fit(toy_data(32), batch_size=8, epochs=2, verbose=0)
     # Steps 0..3, then 4..7: epoch means 1.5 and 5.5 (3.5 if never reset).
     np.testing.assert_allclose(history.history["loss"], [1.5, 5.5])
-    assert [m.name for m in model.metrics] == ["loss"]
+    assert [m.name for m in model.metrics] == ["loss", "skipped_updates"]
 
 
 def test_terminate_on_nan_stops_training():

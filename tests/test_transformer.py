@@ -364,7 +364,7 @@ def test_top_k_and_top_p_keep_exactly_the_right_tokens():
 
 def test_moe_logs_aux_loss_and_every_expert_learns(moe):
     model, history, before = moe
-    assert set(history.history) == {"loss", "perplexity", "aux_loss"}
+    assert set(history.history) == {"loss", "perplexity", "aux_loss", "skipped_updates"}
     aux = history.history["aux_loss"][0]
     assert np.isfinite(aux) and aux >= 1.0 - 1e-4  # 1 at perfect balance
     for block, old in zip(model.blocks, before):

@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from keras import StatelessScope
 
+from zoo.core import nonfinite
+
 # The variables threaded through the step being traced (innermost last).
 _threaded = []
 
@@ -122,12 +124,31 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
     _assign(touched, updates)
     if record is not None:
         record(grads)
+    grads = _replica_mean(grads)
+    old_values = [v.value for v in variables]
+    old_optimizer_values = [v.value for v in optimizer.variables]
     new_values, new_optimizer_values = optimizer.stateless_apply(
-        [v.value for v in optimizer.variables], grads, [v.value for v in variables]
+        old_optimizer_values, grads, old_values
     )
+    if nonfinite.guarded(optimizer):
+        # A non-finite gradient leaves the player's weights and optimizer
+        # state as they were: a select, which `jax.jit` compiles.
+        finite = nonfinite.all_finite(grads)
+        nonfinite.note(model, finite)
+        new_values = [jnp.where(finite, n, o) for n, o in zip(new_values, old_values)]
+        new_optimizer_values = [
+            jnp.where(finite, n, o) for n, o in zip(new_optimizer_values, old_optimizer_values)
+        ]
     _assign(variables, new_values)
     _assign(optimizer.variables, new_optimizer_values)
     return loss
+
+
+def _replica_mean(grads):
+    # Under `keras.distribution` (one program over every device, data
+    # sharded on the batch axis) the gradient of the batch mean already is
+    # the global one: nothing to average.
+    return grads
 
 
 def gradient(model, fn, x):
@@ -157,6 +178,12 @@ def compile_function(model, fn, seed_state, jit_compile=None):
         return compiled([v.value for v in model.variables], state, *args)
 
     return call
+
+
+def fit_arguments(model, arguments):
+    """`fit`'s arguments with the non-finite-update guard among the
+    callbacks (`GenerativeModel.fit` calls this)."""
+    return nonfinite.with_guard(arguments)
 
 
 def compile_step(model, fn, jit_compile=None):

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from zoo.core import backend_module
+from zoo.core import backend_module, distributed, nonfinite
 from zoo.core.multi_optimizer import MultiOptimizer
 
 
@@ -430,6 +430,7 @@ class GenerativeModel(keras.Model):
         for name in self.log_names():
             if name not in self._trackers:
                 self._trackers[name] = keras.metrics.Mean(name=name)
+        nonfinite.tracker(self)
         if isinstance(self.optimizer, MultiOptimizer):
             self.optimizer.build_players(player_variables)
         else:
@@ -535,11 +536,24 @@ class GenerativeModel(keras.Model):
     def test_step(self, *args):
         return backend_module().test_step(self, *args)
 
+    # Updates whose gradients hold NaN or Inf are skipped; `fit` stops after
+    # this many consecutive training steps with a skipped update (None:
+    # never). See `zoo.core.nonfinite`.
+    max_consecutive_skips = nonfinite.DEFAULT_MAX_CONSECUTIVE_SKIPS
+
+    def _get_metrics_result_or_logs(self, logs):
+        # Keras's epoch-end and `evaluate` logs; averaged over the ranks of
+        # a multi-process run by the backend where it must (PyTorch).
+        logs = super()._get_metrics_result_or_logs(logs)
+        reduce = getattr(backend_module(), "reduce_logs", None)
+        return logs if reduce is None else reduce(self, logs)
+
     def run_step(self, data, training):
         """The backend-agnostic body of a train or test step."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self.validate_data(x)
         object.__setattr__(self, "_step_gradient_norms", {})
+        nonfinite.begin_step(self)
         if training:
             logs = self.train_step_logic(x, y, sample_weight)
         else:
@@ -553,6 +567,8 @@ class GenerativeModel(keras.Model):
             self.optimizer.iterations.assign_add(1)
         if training and self._step_gradient_norms:
             results.update(self._gradient_norm_logs())
+        if training:  # updates skipped for non-finite gradients (zoo.core.nonfinite)
+            results.update(nonfinite.step_logs(self))
         return results
 
     @staticmethod
@@ -728,9 +744,18 @@ class GenerativeModel(keras.Model):
         expected = None if cls is GenerativeModel else cls
         return from_preset(preset, load_weights, sha256=sha256, expected_class=expected)
 
+    def save(self, filepath, *args, **kwargs):
+        # In a multi-process run every process runs the script: rank 0
+        # alone writes (zoo.core.distributed).
+        if not distributed.is_chief():
+            return None
+        return super().save(filepath, *args, **kwargs)
+
     def save_to_preset(self, directory, metadata=None, overwrite=False):
         """Writes this model as a preset directory, atomically; see
         `zoo.presets.save_to_preset`."""
         from zoo.presets import save_to_preset
 
+        if not distributed.is_chief():  # rank 0 alone writes
+            return directory
         return save_to_preset(self, directory, metadata=metadata, overwrite=overwrite)

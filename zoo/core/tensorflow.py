@@ -7,6 +7,8 @@ inside the tape of `minimize`, which differentiates through it.
 import numpy as np
 import tensorflow as tf
 
+from zoo.core import nonfinite
+
 
 def _distributed(model):
     """Whether a distribution strategy is in play (then Keras's own data
@@ -114,6 +116,14 @@ def _array_dataset(data, batch_size, steps=None):
 
 
 def fit_arguments(model, arguments):
+    """`_fit_arguments`, with the non-finite-update guard among the
+    callbacks (`GenerativeModel.fit` calls this)."""
+    from zoo.core import nonfinite
+
+    return nonfinite.with_guard(_fit_arguments(model, arguments))
+
+
+def _fit_arguments(model, arguments):
     """`fit`'s arguments, with in-memory arrays fed as `tf.data` pipelines
     that cost no per-epoch setup (`GenerativeModel.fit` calls this).
 
@@ -210,17 +220,50 @@ def test_step(model, data):
 
 
 def minimize(model, loss_fn, variables, optimizer, record=None):
+    replicas = _replicas()
     with tf.GradientTape() as tape:
         loss = loss_fn()
         scaled = optimizer.scale_loss(loss)
+        if replicas > 1:
+            # The optimizer sums the replicas' gradients (as Keras's own
+            # losses expect, `scale_loss_for_distribution`): each replica's
+            # mean loss counts 1/replicas, so the update is the one of the
+            # global batch's mean loss, as on one device.
+            scaled = scaled / replicas
     grads = tape.gradient(scaled, variables)
     if record is not None:
+        # (This replica's gradient, undoing the 1/replicas above.)
         record(
-            [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+            [None if g is None else
+             (tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g) * replicas
              for g in grads]
         )
-    optimizer.apply(grads, variables)
+    if not nonfinite.guarded(optimizer):
+        optimizer.apply(grads, variables)
+        return loss
+    finite = nonfinite.all_finite(grads)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        # Each replica's gradients differ until the optimizer sums them:
+        # every replica must take the same branch.
+        bad = tf.cast(tf.logical_not(finite), tf.float32)
+        finite = tf.equal(context.all_reduce(tf.distribute.ReduceOp.SUM, bad), 0.0)
+    nonfinite.note(model, finite)
+
+    def apply():
+        optimizer.apply(grads, variables)
+        return tf.constant(True)
+
+    # A non-finite update is not applied: weights and optimizer state stay.
+    tf.cond(finite, apply, lambda: tf.constant(False))
     return loss
+
+
+def _replicas():
+    context = tf.distribute.get_replica_context()
+    if context is None:  # cross-replica context: not inside a step
+        return 1
+    return context.num_replicas_in_sync
 
 
 def gradient(model, fn, x):

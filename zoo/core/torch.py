@@ -12,13 +12,16 @@ import torch
 from keras import StatelessScope
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from zoo.core import torch_step
+from zoo.core import nonfinite, torch_distributed, torch_step
 from zoo.core.torch_step import (  # noqa: F401
     evaluate_arguments,
     fit_arguments,
     make_test_function,
     make_train_function,
+    reduce_logs,
 )
+
+torch_distributed.pin_device()
 
 
 def train_step(model, data):
@@ -41,11 +44,25 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
     grads = [p.grad for p in params]
     for p in params:
         p.grad = None
-    if record is not None:
-        with torch.no_grad():
-            record(grads)
     with torch.no_grad():
-        optimizer.apply(grads, variables)
+        if torch_distributed.active():
+            # Every rank's gradient of its own batch, averaged: the update
+            # of the global batch, the same on every rank (as DDP's).
+            grads = torch_distributed.average_gradients(grads)
+        if record is not None:
+            record(grads)
+        if not nonfinite.guarded(optimizer):
+            optimizer.apply(grads, variables)
+            return loss.detach()
+        present = [g for g in grads if g is not None]
+        # One fused norm per dtype group: NaN or Inf anywhere makes it so.
+        finite = (
+            torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(present)]).sum())
+            if present else torch.tensor(True)
+        )
+        nonfinite.note(model, finite)
+        if bool(finite):  # (eager: a Python branch, no copies)
+            optimizer.apply(grads, variables)
     return loss.detach()
 
 

@@ -59,6 +59,8 @@ import torch
 from keras import StatelessScope
 from keras.src.random.seed_generator import SeedGenerator
 
+from zoo.core import nonfinite
+
 _local = threading.local()
 
 _MASK = 0xFFFFFFFF
@@ -369,9 +371,21 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
     with torch.no_grad():
         if record is not None:
             record(grads)
+        if not nonfinite.guarded(optimizer):
+            optimizer.apply(grads, variables)
+            for variable in variables:
+                variable.assign(variable.value.detach())
+            return loss.detach()
+        finite = nonfinite.all_finite(grads)
+        nonfinite.note(model, finite)
+        # A non-finite update leaves weights and optimizer state as they
+        # were: the old values (copies: the optimizer updates in place)
+        # selected back in, inside the graph.
+        state = list(variables) + list(optimizer.variables)
+        old = [v.value.detach().clone() for v in state]
         optimizer.apply(grads, variables)
-        for variable in variables:
-            variable.assign(variable.value.detach())
+        for variable, before in zip(state, old):
+            variable.assign(torch.where(finite, variable.value.detach(), before))
     return loss.detach()
 
 
@@ -854,6 +868,16 @@ def make_train_function(model):
     `train_function`: `CompiledStep` with `compile(jit_compile=True)`,
     `AutoStep` with "auto", None (Keras's own) otherwise."""
     jit_compile = _jit_compile(model)
+    if jit_compile is not None and _distributed():
+        # The traced graph has no collectives: each `minimize` averages the
+        # ranks' gradients in eager code.
+        if jit_compile is True:
+            warnings.warn(
+                f"{type(model).__name__}: under torchrun the training step runs "
+                "eagerly (compile(jit_compile=True) traces no collectives).",
+                stacklevel=3,
+            )
+        return None
     if jit_compile is True:
         return CompiledStep(model, training=True)
     if jit_compile == "auto":
@@ -861,9 +885,16 @@ def make_train_function(model):
     return None
 
 
+def _distributed():
+    from zoo.core import torch_distributed
+
+    return torch_distributed.active()
+
+
 def make_test_function(model):
     """The compiled test step (`evaluate`) with `jit_compile=True`; None
-    (Keras's eager one) otherwise."""
+    (Keras's eager one) otherwise. (A test step has no collectives: it
+    compiles under torchrun too.)"""
     if _jit_compile(model) is True:
         return CompiledStep(model, training=False)
     return None
@@ -897,13 +928,31 @@ def _with_callbacks(arguments, *extra):
 
 
 def fit_arguments(model, arguments):
-    """`fit`'s arguments with `FitLength` among the callbacks, and on a CPU
-    `_BatchEndsInline` (`GenerativeModel.fit` calls this); a
-    `CallbackList` is left alone."""
-    return _with_callbacks(arguments, FitLength())
+    """`fit`'s arguments with `FitLength` and the non-finite-update guard
+    among the callbacks, and on a CPU `_BatchEndsInline`; under `torchrun`,
+    this rank's share of the data and callbacks (`zoo.core.torch_shards`).
+    `GenerativeModel.fit` calls this; a `CallbackList` is left alone."""
+    from zoo.core import torch_shards
+
+    arguments = torch_shards.prepare(model, arguments, training=True)
+    return nonfinite.with_guard(_with_callbacks(arguments, FitLength()))
 
 
 def evaluate_arguments(model, arguments):
     """`evaluate`'s arguments with `_BatchEndsInline` among the callbacks on
-    a CPU (`GenerativeModel.evaluate` calls this)."""
-    return _with_callbacks(arguments)
+    a CPU; under `torchrun`, this rank's share of the data
+    (`GenerativeModel.evaluate` calls this)."""
+    from zoo.core import torch_shards
+
+    if arguments.get("_use_cached_eval_dataset"):  # `fit`'s validation, sharded
+        return _with_callbacks(arguments)
+    return _with_callbacks(torch_shards.prepare(model, arguments, training=False))
+
+
+def reduce_logs(model, logs):
+    """Epoch and evaluation logs averaged over every rank's examples under
+    `torchrun` (`GenerativeModel` calls this where Keras reads its
+    metrics); `logs` itself otherwise."""
+    from zoo.core import torch_distributed
+
+    return torch_distributed.reduce_logs(model, logs)

@@ -1,0 +1,248 @@
+"""PyTorch: data-parallel `fit` and `evaluate` across `torchrun` processes.
+
+Keras 3.15's torch trainer has no data parallelism (Keras's main branch adds
+a `DataParallel` built on `torch.distributed`); the zoo follows that design
+with the released API: `torch.distributed` process group (gloo on CPU, NCCL
+on CUDA), `batch_size` per process, the data sharded as
+`DistributedSampler` does, metrics summed over ranks before they are read.
+Under `torchrun` (its `WORLD_SIZE`, `RANK`, `MASTER_ADDR` and `MASTER_PORT`
+in the environment) the first `fit` or `evaluate` joins the process group
+itself, so a one-device script trains across processes unchanged.
+
+What `fit` does on every rank (`prepare_fit`):
+
+- checks that every rank built the same model (class, config, variables,
+  optimizer state), else a `ValueError` on every rank;
+- broadcasts rank 0's weights, non-trainable state and optimizer state, so
+  every rank starts identical, then moves each rank's random generators to
+  their own stream (`RANK_STREAM`): rank r's noise is reproducible from the
+  seed and r, and differs between ranks;
+- shards the data: each rank reads a disjoint part of every epoch, and all
+  ranks run the same number of steps (a rank that ran out first would
+  leave the others waiting in a collective);
+- keeps the writing callbacks (checkpoints, TensorBoard, CSV, progress bar,
+  the zoo's image callbacks) on rank 0 only.
+
+Each `minimize` averages that player's gradients over the ranks
+(`average_gradients`) before its optimizer applies them, so every rank
+applies the same update. BatchNorm: batch statistics are each rank's own
+(as DDP without `SyncBatchNorm`); the moving statistics are averaged over
+the ranks after every training step (`average_state`), so they stay equal
+on every rank and reflect every rank's data.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import warnings
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+# Rank r's random generators start r * RANK_STREAM seeds after rank 0's:
+# PyTorch seeds each draw with (seed + counter), so the ranks' streams are
+# disjoint for the first 2**24 draws of each generator.
+RANK_STREAM = 2**24
+
+# Seconds a collective waits for the other ranks before it fails (a rank
+# that died or hangs): `ZOO_DISTRIBUTED_TIMEOUT` in the environment.
+DEFAULT_TIMEOUT = 600
+
+
+def requested():
+    """Whether the process was started by `torchrun` (or an equivalent
+    launcher) for more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def active():
+    """Whether a process group of more than one process is running."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size():
+    return dist.get_world_size() if active() else 1
+
+
+def rank():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0")) if requested() else 0
+
+
+def _device():
+    from keras.src.backend.torch.core import get_device
+
+    return torch.device(get_device())
+
+
+def pin_device():
+    """Under `torchrun` on CUDA, makes rank r use GPU `LOCAL_RANK` (called
+    when `zoo.core.torch` is imported, before any variable exists)."""
+    if requested() and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+
+
+def initialize(timeout=None):
+    """Joins the `torchrun` process group (gloo on CPU, NCCL on CUDA) if the
+    environment asks for one and none is running. `timeout` (seconds, else
+    `ZOO_DISTRIBUTED_TIMEOUT`, else 600) bounds how long a collective waits
+    for a rank that died or hangs. Returns whether a group is active."""
+    if requested() and not (dist.is_available() and dist.is_initialized()):
+        if timeout is None:
+            timeout = float(os.environ.get("ZOO_DISTRIBUTED_TIMEOUT", DEFAULT_TIMEOUT))
+        backend = "nccl" if _device().type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout))
+    return active()
+
+
+# ---------------------------------------------------------------------------
+# Collectives on the model's state.
+
+
+def average_gradients(grads):
+    """The ranks' mean of `grads` (None entries stay None), one all-reduce
+    per dtype over a flat buffer."""
+    present = [k for k, g in enumerate(grads) if g is not None]
+    out = list(grads)
+    by_dtype = {}
+    for k in present:
+        by_dtype.setdefault(grads[k].dtype, []).append(k)
+    size = world_size()
+    for indices in by_dtype.values():
+        flat = torch.cat([grads[k].reshape(-1) for k in indices])
+        dist.all_reduce(flat)
+        flat /= size
+        offset = 0
+        for k in indices:
+            n = grads[k].numel()
+            out[k] = flat[offset:offset + n].view_as(grads[k])
+            offset += n
+    return out
+
+
+def _broadcast(variables):
+    if not variables:
+        return
+    values = [v.value.detach() for v in variables]
+    by_dtype = {}
+    for k, value in enumerate(values):
+        by_dtype.setdefault(value.dtype, []).append(k)
+    for indices in by_dtype.values():
+        flat = torch.cat([values[k].reshape(-1) for k in indices])
+        dist.broadcast(flat, src=0)
+        offset = 0
+        for k in indices:
+            n = values[k].numel()
+            variables[k].assign(flat[offset:offset + n].view_as(values[k]))
+            offset += n
+
+
+def _averaged_state(model):
+    """The non-trainable floating-point variables of the model's layers
+    (BatchNorm moving statistics), not the seed states."""
+    seeds = {id(s) for s in model._seed_states()}
+    return [
+        v for v in model.non_trainable_variables
+        if id(v) not in seeds and v.value.dtype.is_floating_point
+    ]
+
+
+def average_state(model):
+    """Averages the BatchNorm moving statistics (every non-trainable float
+    variable) over the ranks, after a training step."""
+    variables = model.__dict__.get("_averaged_state_cache")
+    if variables is None:
+        variables = _averaged_state(model)
+        object.__setattr__(model, "_averaged_state_cache", variables)
+    if not variables:
+        return
+    with torch.no_grad():
+        flat = torch.cat([v.value.detach().reshape(-1).float() for v in variables])
+        dist.all_reduce(flat)
+        flat /= world_size()
+        offset = 0
+        for v in variables:
+            n = v.value.numel()
+            v.assign(flat[offset:offset + n].view_as(v.value).to(v.value.dtype))
+            offset += n
+
+
+def reduce_logs(model, logs):
+    """`logs` with each tracker's value replaced by its mean over every
+    rank's examples (the trackers' totals and counts summed over ranks)."""
+    if not active() or not isinstance(logs, dict):
+        return logs
+    trackers = [(name, model._trackers[name]) for name in sorted(logs) if name in model._trackers]
+    if not trackers:
+        return logs
+    values = [v.value.detach().reshape(-1).double() for _, t in trackers for v in t.variables]
+    flat = torch.cat(values).to(_device())
+    dist.all_reduce(flat)
+    flat = flat.cpu().numpy()
+    logs = dict(logs)
+    offset = 0
+    for name, tracker in trackers:
+        n = len(tracker.variables)
+        part = flat[offset:offset + n]
+        offset += n
+        if n == 2:  # a Mean: total and count
+            logs[name] = float(part[0] / part[1]) if part[1] else 0.0
+        elif n == 1:  # a Sum
+            logs[name] = float(part[0])
+    return logs
+
+
+def _fingerprint(model):
+    config = {}
+    try:
+        config = {k: v for k, v in model.get_config().items() if k not in ("seed", "name")}
+    except Exception:  # noqa: BLE001 -- a model without a config: its variables
+        pass
+    optimizer = getattr(model, "optimizer", None)
+    description = {
+        "class": type(model).__name__,
+        "config": config,
+        "variables": [(v.path, tuple(v.shape), str(v.dtype)) for v in model.variables],
+        "optimizer": [] if optimizer is None else [
+            (v.path, tuple(v.shape), str(v.dtype)) for v in optimizer.variables
+        ],
+    }
+    text = json.dumps(description, sort_keys=True, default=str)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "big")
+
+
+def check_same_model(model):
+    """Raises `ValueError` on every rank unless all ranks hold the same
+    model (class, config, variables and optimizer state shapes)."""
+    mine = torch.tensor([_fingerprint(model)], dtype=torch.int64, device=_device())
+    gathered = [torch.zeros_like(mine) for _ in range(world_size())]
+    dist.all_gather(gathered, mine)
+    prints = [int(g.item()) for g in gathered]
+    different = [r for r, p in enumerate(prints) if p != prints[0]]
+    if different:
+        raise ValueError(
+            f"{type(model).__name__}: the model of rank(s) {different} differs "
+            "from rank 0's (class, constructor arguments, variables or "
+            "optimizer); every process of a distributed `fit` must build the "
+            "same model and compile it the same way."
+        )
+
+
+def synchronize(model):
+    """Rank 0's weights, state and optimizer state on every rank, then each
+    rank's random generators on their own stream."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = list(model.variables)
+    if optimizer is not None:
+        seen = {id(v) for v in variables}
+        variables += [v for v in optimizer.variables if id(v) not in seen]
+    with torch.no_grad():
+        _broadcast(variables)
+        offset = rank() * RANK_STREAM
+        for state in model._seed_states():
+            value = state.value.detach().to(torch.int64)
+            value[0] = (value[0] + offset) % 2**31
+            state.assign(value.to(state.value.dtype))
