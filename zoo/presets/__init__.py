@@ -9,10 +9,16 @@ samples = model.sample(16, seed=0)
 
 from zoo.gan import GAN
 gan = GAN.from_preset("gan_ring")       # checks that the preset holds a GAN
-gan.save_to_preset("/tmp/my_gan")       # config.json, model.weights.h5, metadata.json
-zoo.from_preset("/tmp/my_gan")
+gan.save_to_preset("my_gan")            # config.json, model.weights.h5, metadata.json
+zoo.from_preset("my_gan")
+gan.save_to_preset("my_gan", overwrite=True)  # replaces that preset in one step
+```
+
+Archives and Hugging Face checkpoints load the same way:
+
+```text
 zoo.from_preset("https://example.org/my_gan.tar.gz#sha256=<hex>")
-zoo.from_preset("hf://owner/name")      # a Hugging Face checkpoint, converted
+zoo.from_preset("hf://owner/name")      # a transformers checkpoint, converted
 ```
 
 See `zoo.presets.format` for the directory layout and what loading checks,
@@ -29,7 +35,10 @@ import os
 from zoo.presets.format import CONFIG_FILE, PresetError, read_json, read_metadata
 from zoo.presets.format import load_from_directory as _load
 from zoo.presets.format import save_to_preset
-from zoo.presets.sources import builtin_names, huggingface, locate, resolve
+# `huggingface` is also the name of the submodule zoo.presets.huggingface,
+# which replaces this package's attribute of that name once imported.
+from zoo.presets.sources import builtin_names, locate, resolve
+from zoo.presets.sources import huggingface as _huggingface_module
 
 _FAMILIES = ("gan", "vae", "flow", "diffusion", "transformer")
 
@@ -99,7 +108,7 @@ def from_preset(preset, load_weights=True, sha256=None, expected_class=None):
     kind, where = resolve(preset, sha256=sha256)
     if kind == "zoo":
         return _load(where, load_weights=load_weights, expected_class=expected_class)
-    model = huggingface(where).load_hf_checkpoint(where, load_weights=load_weights)
+    model = _huggingface_module(where).load_hf_checkpoint(where, load_weights=load_weights)
     if expected_class is not None and not isinstance(model, expected_class):
         raise PresetError(
             f"The Hugging Face checkpoint {preset!r} converts to a "
