@@ -23,7 +23,8 @@ refused; every malformed preset raises `PresetError` with a one-line message.
 
 Saving refuses a model with NaN or Inf weights (naming the variables), and
 writes the files into a hidden sibling folder that then takes the place of
-`directory` in one atomic step (`zoo.presets.replace`). With
+`directory` in one atomic step (on Linux and macOS; `zoo.presets.replace`
+says where, and what happens elsewhere). With
 `overwrite=True` only a folder that is a keras-genzoo preset is replaced;
 any other folder is left untouched and the save refused.
 """
@@ -144,9 +145,10 @@ def save_to_preset(model, directory, metadata=None, overwrite=False):
     """Writes `model` as a preset directory; returns the directory's path.
 
     The files are written into a hidden folder next to `directory`, which
-    then takes `directory`'s place in one atomic step: at every instant the
-    path holds the old preset or the new one, and an interrupted save
-    never leaves a half-written preset behind.
+    then takes `directory`'s place in one atomic step (Linux, macOS; see
+    `zoo.presets.replace` for other systems): at every instant the path
+    holds the old preset or the new one, and an interrupted save never
+    leaves a half-written preset behind.
 
     Args:
         model: a `zoo.core.GenerativeModel` registered with
