@@ -21,6 +21,8 @@ the shipped digits classifier (`zoo.metrics.fid`), and seconds per step.
 import argparse
 import time
 
+import _markdown
+
 import keras
 import numpy as np
 
@@ -106,6 +108,7 @@ def main():
                         help="untrained digits model: compile time and s/step only")
     parser.add_argument("--batch", type=int, default=1000,
                         help="--timing-only: samples per call (default 1000)")
+    _markdown.add_argument(parser)
     args = parser.parse_args()
     choices = {"auto": "auto", "true": True, "false": False}
     settings = [s.strip().lower() for s in args.jit_compile.split(",")]
@@ -152,4 +155,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with _markdown.capture_argv('Diffusion samplers: quality and speed'):
+        main()

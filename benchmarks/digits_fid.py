@@ -30,6 +30,8 @@ import time
 # So that the script runs from a checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import _markdown  # noqa: E402
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -91,6 +93,7 @@ def main():
     parser.add_argument("--families", default=",".join(FAMILIES),
                         help=f"comma-separated subset of {','.join(FAMILIES)}")
     parser.add_argument("--seed", type=int, default=0)
+    _markdown.add_argument(parser)
     args = parser.parse_args()
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     unknown = [f for f in families if f not in FAMILIES]
@@ -121,4 +124,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with _markdown.capture_argv('Digits FID of every image family'):
+        main()

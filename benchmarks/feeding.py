@@ -33,6 +33,7 @@ import time
 import keras
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _markdown  # noqa: E402
 import step_time  # noqa: E402
 
 from zoo.data import digits  # noqa: E402
@@ -56,6 +57,7 @@ def main(argv=None):
     parser.add_argument("--evaluations", type=int, default=20,
                         help="evaluate calls timed per repeat")
     parser.add_argument("--epochs", type=int, default=6, help="epochs per timed fit")
+    _markdown.add_argument(parser)
     args = parser.parse_args(argv)
     if min(args.repeats, args.evaluations, args.epochs) < 1:
         parser.error("--repeats, --evaluations and --epochs must be positive")
@@ -102,13 +104,16 @@ def main(argv=None):
         f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f}; medians of {args.repeats} interleaved repeats\n"
     )
-    print("| measure | zoo (ms) | keras (ms) | zoo/keras |")
-    print("|---|---|---|---|")
+    table = ["| measure | zoo (ms) | keras (ms) | zoo/keras |", "|---|---|---|---|"]
     for what, label in (("evaluate", "evaluate (360 rows)"),
                         ("epoch", "epoch + validation (1,437 + 360 rows)")):
         zoo, own = (statistics.median(times[name, what]) for name in runs)
-        print(f"| {label} | {zoo:.1f} | {own:.1f} | {zoo / own:.2f} |")
-
+        table.append(f"| {label} | {zoo:.1f} | {own:.1f} | {zoo / own:.2f} |")
+    print("\n".join(table))
+    _markdown.write(
+        args.markdown, "Feeding in-memory arrays", "\n".join(table),
+        notes=f"{keras.backend.backend()}: medians of {args.repeats} interleaved repeats.",
+    )
 
 if __name__ == "__main__":
     main()

@@ -37,6 +37,8 @@ import time
 # So that the script runs from a checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import _markdown  # noqa: E402
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -140,6 +142,7 @@ def main():
     parser.add_argument("--digits-epochs", type=int, default=40)
     parser.add_argument("--digits-batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    _markdown.add_argument(parser)
     args = parser.parse_args()
 
     backend = keras.backend.backend()
@@ -169,4 +172,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with _markdown.capture_argv('Flows: likelihood against the true entropy'):
+        main()

@@ -24,6 +24,8 @@ import json
 import os
 import time
 
+import _markdown
+
 import keras
 import numpy as np
 
@@ -106,13 +108,24 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None,
                         help="scatter plot path, e.g. out/gan_modes.png")
+    _markdown.add_argument(parser)
     args = parser.parse_args()
     datasets = ["ring", "grid"] if args.dataset == "both" else [args.dataset]
+    results = []
     for dataset in datasets:
         result = run(dataset, args.model, args.steps, args.batch_size, args.seed,
                      args.num_data, args.out)
         print(json.dumps(result), flush=True)
+        results.append(result)
+    print("\n| backend | data | model | modes (>= 20 good samples) | high quality "
+          "| reverse KL | good samples' spread / data's | training s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['backend']} | {r['dataset']} | {r['model']} | {r['modes']}/{r['num_modes']} "
+              f"| {r['high_quality']:.1%} | {r['reverse_kl']} "
+              f"| {r['mode_std']} / {r['data_mode_std']} | {r['train_seconds']} |")
 
 
 if __name__ == "__main__":
-    main()
+    with _markdown.capture_argv('GAN mode coverage'):
+        main()

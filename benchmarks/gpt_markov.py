@@ -38,6 +38,8 @@ import os
 import platform
 import time
 
+import _markdown
+
 import keras
 import numpy as np
 
@@ -70,6 +72,7 @@ def parse_args(argv=None):
                         "each token's step with TorchInductor")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--json", help="also write the results to this file")
+    _markdown.add_argument(parser)
     args = parser.parse_args(argv)
     args.jit_compile = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
     if args.quick:
@@ -146,6 +149,26 @@ def measure_generation(model, source, args, results):
     results["generation"] = speeds
 
 
+def print_tables(results):
+    """The results as Markdown tables (what `--markdown` writes)."""
+    backend = results["backend"]
+    if "cross_entropy" in results:
+        print("\n| backend | test cross-entropy (nats/token) | entropy rate | gap | training tokens | training s |")
+        print("|---|---|---|---|---|---|")
+        print(f"| {backend} | {results['cross_entropy']} ± {results['cross_entropy_stderr']} "
+              f"| {results['entropy_rate']} | {results['gap_percent']} % "
+              f"| {results['train_tokens']:,} | {results['train_seconds']} |")
+    speeds = results["generation"]
+    batches = [k[len("batch"):-len("_cache")] for k in speeds if k.endswith("_cache")]
+    print("\n| backend | batch | tokens/s, cache | tokens/s, no cache | speed-up | first call, cache (s) |")
+    print("|---|---|---|---|---|---|")
+    for b in batches:
+        cache, plain = speeds[f"batch{b}_cache"], speeds[f"batch{b}_nocache"]
+        print(f"| {backend} | {b} | {cache['tokens_per_second']:,.0f} "
+              f"| {plain['tokens_per_second']:,.0f} | {speeds[f'batch{b}_cache_speedup']}x "
+              f"| {cache['first_call_seconds']} |")
+
+
 def main(argv=None):
     args = parse_args(argv)
     wall = time.perf_counter()
@@ -189,10 +212,12 @@ def main(argv=None):
     results["wall_seconds"] = round(time.perf_counter() - wall, 1)
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(results, indent=1))
+    print_tables(results)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":
-    main()
+    with _markdown.capture_argv('GPT on Markov text: cross-entropy and generation speed'):
+        main()

@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 
+import _markdown
+
 CHILD = """
 import sys, time
 import torch
@@ -55,6 +57,7 @@ def compile_times(cache_dir, k):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    _markdown.add_argument(parser)
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be positive, got {args.repeats}")
@@ -74,9 +77,15 @@ def main(argv=None):
             empty.append(first)
             second.append(again)
             used.append(compile_times(used_dir, 100.0 + r)[0])
-    print("| first compilation in a process, cache folder empty (s) | cache folder used (s) | a second compilation in the process (s) |")
-    print("|---|---|---|")
-    print(f"| {statistics.median(empty):.1f} | {statistics.median(used):.1f} | {statistics.median(second):.2f} |")
+    table = (
+        "| first compilation in a process, cache folder empty (s) | cache folder used (s) "
+        "| a second compilation in the process (s) |\n|---|---|---|\n"
+        f"| {statistics.median(empty):.1f} | {statistics.median(used):.1f} "
+        f"| {statistics.median(second):.2f} |"
+    )
+    print(table)
+    _markdown.write(args.markdown, "TorchInductor's one-time setup", table,
+                    notes=f"Medians of {args.repeats} interleaved repeats.")
 
 
 if __name__ == "__main__":

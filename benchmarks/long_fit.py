@@ -27,6 +27,7 @@ import time
 import keras
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _markdown  # noqa: E402
 import step_time  # noqa: E402
 
 from zoo.core import LONG_FIT, TRACE_FIT  # noqa: E402
@@ -50,6 +51,7 @@ def main(argv=None):
     parser.add_argument("--steps-per-epoch", type=int, default=100)
     parser.add_argument("--kinds", default="compiled,traced,eager",
                         help="which fits to time (comma-separated; default all three)")
+    _markdown.add_argument(parser)
     args = parser.parse_args(argv)
     kinds = args.kinds.split(",")
     unknown = sorted(set(kinds) - {"compiled", "traced", "eager"})
@@ -64,9 +66,10 @@ def main(argv=None):
         f"{platform.machine()}, {os.cpu_count()} CPUs, load average at start "
         f"{os.getloadavg()[0]:.1f}, TRACE_FIT {TRACE_FIT}, LONG_FIT {LONG_FIT}\n"
     )
-    print("| family | steps | compiled fit (s) | traced fit (s) | eager fit (s) | compiled/eager "
-          "| traced/eager | default | final loss compiled / traced / eager |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    table = ["| family | steps | compiled fit (s) | traced fit (s) | eager fit (s) | compiled/eager "
+             "| traced/eager | default | final loss compiled / traced / eager |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    print("\n".join(table))
     for name in args.families.split(","):
         if name not in step_time.SPECS:
             parser.error(f"--families: unknown family {name!r}; known: {', '.join(step_time.SPECS)}")
@@ -85,8 +88,13 @@ def main(argv=None):
         cells += [f"{times[k] / times['eager']:.2f}" if k in times and "eager" in times else "-"
                   for k in order[:2]]
         loss = " / ".join(f"{losses[k]:.4f}" if k in losses else "-" for k in order)
-        print(f"| {name} | {steps} | {' | '.join(cells)} | {default} | {loss} |", flush=True)
+        table.append(f"| {name} | {steps} | {' | '.join(cells)} | {default} | {loss} |")
+        print(table[-1], flush=True)
     print(f"\nload average at end {os.getloadavg()[0]:.1f}")
+    _markdown.write(
+        args.markdown, "Whole long fits on PyTorch: compiled, traced, eager", "\n".join(table),
+        notes=f"`TRACE_FIT` {TRACE_FIT}, `LONG_FIT` {LONG_FIT}; {args.steps_per_epoch} steps per epoch.",
+    )
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ import time
 import keras
 import numpy as np
 
+import _markdown
+
 BACKEND = keras.backend.backend()
 FAMILIES = ("gan", "vae", "flow", "ddpm", "gpt")
 
@@ -888,6 +890,7 @@ def main(argv=None):
     parser.add_argument("--no-sampling", action="store_true")
     parser.add_argument("--sampling-jit-compile", default="auto", choices=["auto", "true", "false"],
                         help="the jit_compile of `sample` and `generate`")
+    _markdown.add_argument(parser)
     args = parser.parse_args(argv)
     settings = {}
     if args.steps_per_execution:
@@ -906,23 +909,35 @@ def main(argv=None):
           f"{os.cpu_count()} CPUs{threads}, device {device_name()}, "
           f"load average at start {os.getloadavg()[0]:.1f}, "
           f"settings {settings or 'defaults'}", flush=True)
-    print("\n| backend | family | batch | zoo ms/step | native ms/step | zoo/native "
-          "| CPU time zoo/native | epoch end (ms) | first step zoo / native (s) | loss check |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    tables = []
+
+    def row(line):
+        tables.append(line)
+        print(line, flush=True)
+
+    row("\n| backend | family | batch | zoo ms/step | native ms/step | zoo/native "
+        "| CPU time zoo/native | epoch end (ms) | first step zoo / native (s) | loss check |")
+    row("|---|---|---|---|---|---|---|---|---|---|")
     for name in [f for f in args.families.split(",") if f.strip()]:  # "": sampling only
         with traced_tier() if args.jit_compile == "traced" else contextlib.nullcontext():
             r = bench_family(name.strip(), args, settings)
-        print(f"| {BACKEND} | {r['family']} | {r['batch']} | {r['zoo_ms']:.2f} "
-              f"| {r['native_ms']:.2f} | {r['ratio']:.2f} | {r['cpu_ratio']:.2f} "
-              f"| {r['epoch_end_ms']:.1f} | {r['zoo_first_s']:.2f} / {r['native_first_s']:.2f} "
-              f"| {r['check']:.1e} |", flush=True)
+        row(f"| {BACKEND} | {r['family']} | {r['batch']} | {r['zoo_ms']:.2f} "
+            f"| {r['native_ms']:.2f} | {r['ratio']:.2f} | {r['cpu_ratio']:.2f} "
+            f"| {r['epoch_end_ms']:.1f} | {r['zoo_first_s']:.2f} / {r['native_first_s']:.2f} "
+            f"| {r['check']:.1e} |")
         if os.environ.get("STEP_TIME_VERBOSE"):
             print(r, flush=True)
     print(f"\nload average at end {os.getloadavg()[0]:.1f}")
     if not args.no_sampling:
-        print("\n| backend | sampling | speed |\n|---|---|---|")
+        row("\n| backend | sampling | speed |\n|---|---|---|")
         for what, speed in sampling(args):
-            print(f"| {BACKEND} | {what} | {speed} |", flush=True)
+            row(f"| {BACKEND} | {what} | {speed} |")
+    if not args.families.strip():
+        tables = tables[2:]  # no training rows: only the sampling table
+    _markdown.write(
+        args.markdown, "Step time against native loops", "\n".join(tables),
+        notes=f"Settings: {settings or 'the defaults'}{threads}; device {device_name()}.",
+    )
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import _markdown  # noqa: E402
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -126,6 +128,7 @@ def main():
     parser.add_argument("--elbo-samples", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results here")
+    _markdown.add_argument(parser)
     args = parser.parse_args()
 
     keras.utils.set_random_seed(args.seed)
@@ -178,4 +181,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with _markdown.capture_argv('VAEs: likelihood of the test digits'):
+        main()
