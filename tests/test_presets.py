@@ -98,6 +98,10 @@ def test_save_refuses_existing_directory_and_overwrites_on_request(tiny_preset, 
         model.save_to_preset(target)
     model.save_to_preset(target, metadata={"note": "again"}, overwrite=True)
     assert preset_metadata(str(target))["note"] == "again"
+    # The folder has the usual permissions, not a private temporary folder's.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert os.stat(target).st_mode & 0o777 == 0o777 & ~umask
     assert [e for e in os.listdir(tmp_path) if ".tmp-" in e or ".old-" in e] == []
 
 

@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 import warnings
 
 import h5py
@@ -201,7 +202,10 @@ def save_to_preset(model, directory, metadata=None, overwrite=False):
         )
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
+    # Not tempfile.mkdtemp: its folders are private (0700), and this one
+    # becomes the preset, which gets the usual permissions (the umask's).
+    tmp = os.path.join(parent, f".{os.path.basename(directory)}.tmp-{uuid.uuid4().hex[:12]}")
+    os.mkdir(tmp)
     try:
         config = _json_ready(keras.saving.serialize_keras_object(model))
         # A preset holds the model, not its training setup: loading returns
