@@ -11,25 +11,37 @@ cores. Run from the repository root, with any backend:
 The grid has one row per digit, 0 to 9 (`--unconditional`: a plain `GAN`,
 samples in no order). The script prints the training time and the digits FID
 of 1,000 samples (features of zoo.metrics' digits classifier; the test split
-against the training split scores about 2.7).
+against the training split scores about 2.7). Keras prints one line per epoch
+(`--verbose 1`: the progress bar). On PyTorch the script uses only the CPU
+cores other processes leave idle unless `OMP_NUM_THREADS` is set
+(`zoo.core.threads.limit_torch_threads`; see docs/cli.md).
 """
 
 import argparse
+import os
+import sys
 import time
 
-import keras
-import numpy as np
+# So that the example runs from a checkout without installing the package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from zoo.data import digits
-from zoo.gan import GAN, ConditionalGAN
-from zoo.images import save_image_grid
-from zoo.metrics import fid
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from zoo.core.threads import limit_torch_threads  # noqa: E402
+from zoo.data import digits  # noqa: E402
+from zoo.gan import GAN, ConditionalGAN  # noqa: E402
+from zoo.images import save_image_grid  # noqa: E402
+from zoo.metrics import fid  # noqa: E402
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2,
+                        help="Keras's fit verbosity: 2 one line per epoch (default), "
+                        "1 a progress bar, 0 silent")
     parser.add_argument("--unconditional", action="store_true",
                         help="train a plain GAN instead of a ConditionalGAN")
     parser.add_argument("--seed", type=int, default=0)
@@ -38,6 +50,9 @@ def main():
                         help="compile(jit_compile=...); on PyTorch, auto runs this "
                         "fit's 1,160 steps with the traced step, false eagerly")
     args = parser.parse_args()
+    if args.epochs < 1 or args.batch_size < 1:
+        parser.error("--epochs and --batch-size must be >= 1")
+    limit_torch_threads()
 
     images, labels = digits("all")
     if args.unconditional:
@@ -56,7 +71,8 @@ def main():
     }, jit_compile={"auto": "auto", "true": True, "false": False}[args.jit_compile])
 
     start = time.perf_counter()
-    model.fit(*data, batch_size=args.batch_size, epochs=args.epochs, verbose=0)
+    model.fit(*data, batch_size=args.batch_size, epochs=args.epochs,
+              verbose=args.verbose)
     seconds = time.perf_counter() - start
 
     if args.unconditional:
@@ -68,7 +84,7 @@ def main():
     print(
         f"{type(model).__name__} on {keras.backend.backend()}: {args.epochs} "
         f"epochs in {seconds:.1f} s, digits FID {fid(images, samples):.2f}; "
-        f"samples written to {path}"
+        f"wrote {os.path.abspath(path)}"
     )
 
 

@@ -8,14 +8,25 @@ best loss any model can reach on it. The vocabulary is the file's characters
     KERAS_BACKEND=jax python examples/gpt_text.py
     KERAS_BACKEND=torch python examples/gpt_text.py my_book.txt --epochs 5
     python examples/gpt_text.py notes.txt --save notes.keras --temperature 0.7
+
+Keras prints one line per epoch (`--verbose 1`: the progress bar). On
+PyTorch the script uses only the CPU cores other processes leave idle
+unless `OMP_NUM_THREADS` is set (`zoo.core.threads.limit_torch_threads`;
+see docs/cli.md).
 """
 
 import argparse
+import os
+import sys
 
-import numpy as np
+# So that the example runs from a checkout without installing the package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from zoo.data import MarkovText, windows
-from zoo.transformer import GPT, CharTokenizer
+import numpy as np  # noqa: E402
+
+from zoo.core.threads import limit_torch_threads  # noqa: E402
+from zoo.data import MarkovText, windows  # noqa: E402
+from zoo.transformer import GPT, CharTokenizer  # noqa: E402
 
 
 def load_text(args):
@@ -50,7 +61,13 @@ def main():
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", help="save the trained model to this .keras file")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2,
+                        help="Keras's fit verbosity: 2 one line per epoch (default), "
+                        "1 a progress bar, 0 silent")
     args = parser.parse_args()
+    if args.save is not None and not args.save.endswith(".keras"):
+        parser.error(f"--save must name a .keras file; received {args.save!r}")
+    limit_torch_threads()
 
     text, entropy_rate = load_text(args)
     tokenizer = CharTokenizer.from_text(text)
@@ -70,7 +87,7 @@ def main():
     )
     model.compile()
     model.fit(train, batch_size=args.batch_size, epochs=args.epochs,
-              validation_data=(val,), verbose=2)
+              validation_data=(val,), verbose=args.verbose)
     logs = model.evaluate(val, batch_size=args.batch_size, verbose=0, return_dict=True)
     line = f"validation: {logs['loss']:.4f} nats/char, perplexity {logs['perplexity']:.2f}"
     if entropy_rate is not None:
@@ -88,7 +105,9 @@ def main():
         print(f"\n[{prompt}]{sample[len(prompt):]}")
     if args.save:
         model.save(args.save)
-        print(f"\nsaved to {args.save}")
+        print(f"\nsaved the model to {os.path.abspath(args.save)}")
+    else:
+        print("\nwrote no files (--save FILE.keras keeps the model)")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ the discretized likelihood over the digits' 17 intensity levels.
     KERAS_BACKEND=jax python examples/vae_digits.py --out out/
     KERAS_BACKEND=torch python examples/vae_digits.py --model cvae
 
-About a minute on 2 CPU cores with the defaults. On a busy machine,
-PyTorch's default OpenMP threads can spin-wait for each other and slow
-training tenfold; `OMP_NUM_THREADS=1` avoids it and changes no result.
+About a minute on 2 CPU cores with the defaults; Keras prints one line per
+epoch (`--verbose 1`: the progress bar). On PyTorch the script uses only the
+CPU cores other processes leave idle unless `OMP_NUM_THREADS` is set
+(`zoo.core.threads.limit_torch_threads`; see docs/cli.md).
 """
 
 import argparse
@@ -26,6 +27,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from zoo.core import backend_name  # noqa: E402
+from zoo.core.threads import limit_torch_threads  # noqa: E402
 from zoo.data import digits  # noqa: E402
 from zoo.images import save_image_grid  # noqa: E402
 from zoo.vae import VAE, VQVAE, ConditionalVAE  # noqa: E402
@@ -49,7 +51,13 @@ def main():
                         help="importance samples for the test-set bound")
     parser.add_argument("--out", default="out/", help="directory for the PNGs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2,
+                        help="Keras's fit verbosity: 2 one line per epoch (default), "
+                        "1 a progress bar, 0 silent")
     args = parser.parse_args()
+    if args.epochs < 1 or args.batch_size < 1 or args.k < 1:
+        parser.error("--epochs, --batch-size and --k must be >= 1")
+    limit_torch_threads()
 
     keras.utils.set_random_seed(args.seed)
     x_train, y_train = digits("train")
@@ -61,7 +69,8 @@ def main():
     model.compile(optimizer=keras.optimizers.Adam(2e-3))
     started = time.time()
     data = (x_train, y_train) if conditional else (x_train,)
-    history = model.fit(*data, batch_size=args.batch_size, epochs=args.epochs, verbose=0)
+    history = model.fit(*data, batch_size=args.batch_size, epochs=args.epochs,
+                        verbose=args.verbose)
     train_seconds = time.time() - started
     print(f"{backend_name()}: trained {type(model).__name__} for "
           f"{args.epochs} epochs in {train_seconds:.1f} s; last loss "
@@ -105,7 +114,8 @@ def main():
         else:
             walk = model.decode(z)
         paths.append(save_image_grid(walk, f"{prefix}_interpolation.png", num_columns=10, scale=6))
-    print(f"wrote {', '.join(paths)}; total {time.time() - started:.1f} s")
+    print(f"total {time.time() - started:.1f} s; wrote "
+          f"{', '.join(os.path.abspath(path) for path in paths)}")
 
 
 if __name__ == "__main__":
