@@ -121,19 +121,27 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
     (_, (loss, updates)), grads = jax.value_and_grad(scaled_loss, has_aux=True)(
         values
     )
+    grads = _replica_mean(grads)
+    guarded = nonfinite.guarded(optimizer)
+    if guarded:
+        finite = nonfinite.all_finite(grads)
+        # BatchNorm statistics updated by a skipped update's loss stay too.
+        kept = {id(v) for v in nonfinite.state_variables(model)}
+        updates = [
+            jnp.where(finite, new, v.value) if id(v) in kept else new
+            for v, new in zip(touched, updates)
+        ]
     _assign(touched, updates)
     if record is not None:
         record(grads)
-    grads = _replica_mean(grads)
     old_values = [v.value for v in variables]
     old_optimizer_values = [v.value for v in optimizer.variables]
     new_values, new_optimizer_values = optimizer.stateless_apply(
         old_optimizer_values, grads, old_values
     )
-    if nonfinite.guarded(optimizer):
+    if guarded:
         # A non-finite gradient leaves the player's weights and optimizer
         # state as they were: a select, which `jax.jit` compiles.
-        finite = nonfinite.all_finite(grads)
         nonfinite.note(model, finite)
         new_values = [jnp.where(finite, n, o) for n, o in zip(new_values, old_values)]
         new_optimizer_values = [

@@ -6,7 +6,8 @@ optimizer that applies them turns every weight NaN (plain Keras does, and
 each update's gradients (after they are averaged across replicas, so every
 replica decides alike) and, where any is NaN or Inf, leaves that player's
 weights and optimizer state (moments, step counter, the optimizer's own EMA
-copies) as they were. Inside compiled steps the choice is a tensor select or
+copies) as they were, and the model's non-trainable statistics (BatchNorm's
+moving mean and variance) as they were before the update's loss ran. Inside compiled steps the choice is a tensor select or
 a graph conditional, never a Python branch on a value.
 
 Each training step logs `skipped_updates`: the number of updates skipped so
@@ -20,6 +21,8 @@ A `keras.optimizers.LossScaleOptimizer` (mixed float16) is left to itself:
 non-finite gradients are how it learns to lower its loss scale, and it
 already skips those updates.
 """
+
+import threading
 
 import keras
 from keras import ops
@@ -46,17 +49,40 @@ def all_finite(grads):
     return ops.all(ops.stack(checks))
 
 
+def state_variables(model):
+    """The model's non-trainable floating-point variables (BatchNorm moving
+    statistics), not its seed states: a skipped update keeps them too, so
+    one NaN batch does not poison the statistics inference uses."""
+    cached = model.__dict__.get("_guarded_state")
+    if cached is None:
+        seeds = {id(s) for s in model._seed_states()}
+        cached = [
+            v for v in model.non_trainable_variables
+            if id(v) not in seeds and "float" in str(v.dtype)
+        ]
+        object.__setattr__(model, "_guarded_state", cached)
+    return cached
+
+
+# Per thread: `tf.distribute.MirroredStrategy` builds each replica's step
+# in its own thread, on the same model object.
+_local = threading.local()
+
+
+def _notes(model):
+    notes = getattr(_local, "notes", None)
+    if notes is None:
+        notes = _local.notes = {}
+    return notes.setdefault(id(model), [])
+
+
 def note(model, finite):
     """Records one update's `finite` (a boolean tensor) for the step's logs."""
-    notes = model.__dict__.get("_step_finite")
-    if notes is None:
-        notes = []
-        object.__setattr__(model, "_step_finite", notes)
-    notes.append(finite)
+    _notes(model).append(finite)
 
 
 def begin_step(model):
-    object.__setattr__(model, "_step_finite", [])
+    _notes(model).clear()
 
 
 def tracker(model):
@@ -71,11 +97,18 @@ def tracker(model):
 def step_logs(model):
     """`{"skipped_updates": total this epoch}` after counting this step's
     skipped updates (none where the step made no update)."""
+    from zoo.core import backend_module
+
     metric = tracker(model)
-    notes = model.__dict__.get("_step_finite") or []
+    notes = _notes(model)
+    # Under a `tf.distribute` strategy every replica counts the same skip
+    # (they decide together), and reading the metric sums the replicas'
+    # counts: each adds its share.
+    replicas = getattr(backend_module(), "replicas_in_sync", lambda: 1)()
     if notes:
         skipped = sum(ops.cast(ops.logical_not(f), metric.dtype) for f in notes)
-        metric.total.assign_add(ops.cast(skipped, metric.total.dtype))
+        metric.total.assign_add(ops.cast(skipped / replicas, metric.total.dtype))
+        notes.clear()  # (no tensors of this step kept past it)
     return {SKIPPED: metric.result()}
 
 

@@ -212,15 +212,31 @@ def make_test_function(model):
 
 
 def train_step(model, data):
-    return model.run_step(data, training=True)
+    return _for_multi_worker(model.run_step(data, training=True))
 
 
 def test_step(model, data):
-    return model.run_step(data, training=False)
+    return _for_multi_worker(model.run_step(data, training=False))
+
+
+def _for_multi_worker(logs):
+    # Keras's TF trainer reduces a multi-worker run's step outputs with
+    # `strategy.reduce("MEAN", value, axis=0)`, which fails on a scalar:
+    # each log goes out as a vector of one value, and comes back a scalar.
+    from keras.src.backend.tensorflow.trainer import _collective_all_reduce_multi_worker
+
+    if not tf.distribute.has_strategy() or not _collective_all_reduce_multi_worker(
+        tf.distribute.get_strategy()
+    ):
+        return logs
+    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
 
 
 def minimize(model, loss_fn, variables, optimizer, record=None):
-    replicas = _replicas()
+    replicas = replicas_in_sync()
+    guarded = nonfinite.guarded(optimizer)
+    state = nonfinite.state_variables(model) if guarded else []
+    before = [tf.identity(v.value) for v in state]
     with tf.GradientTape() as tape:
         loss = loss_fn()
         scaled = optimizer.scale_loss(loss)
@@ -243,7 +259,8 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
         return loss
     finite = nonfinite.all_finite(grads)
     context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
+    distributed = context is not None and context.num_replicas_in_sync > 1
+    if distributed:
         # Each replica's gradients differ until the optimizer sums them:
         # every replica must take the same branch.
         bad = tf.cast(tf.logical_not(finite), tf.float32)
@@ -252,14 +269,36 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
 
     def apply():
         optimizer.apply(grads, variables)
-        return tf.constant(True)
+
+    def restore():  # the BatchNorm statistics from before the loss ran
+        for variable, value in zip(state, before):
+            variable.assign(value)
 
     # A non-finite update is not applied: weights and optimizer state stay.
-    tf.cond(finite, apply, lambda: tf.constant(False))
+    if not distributed or tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, apply, restore)
+        return loss
+
+    # The optimizer synchronizes the replicas (`merge_call`), which a
+    # conditional in the replica context cannot hold: the condition is
+    # taken in the cross-replica context, as Keras's LossScaleOptimizer does.
+    def cross_replica(strategy, grads, variables, finite):
+        finite = strategy.experimental_local_results(finite)[0]  # (all equal)
+
+        def apply_on_replicas():
+            strategy.extended.call_for_each_replica(optimizer.apply, args=(grads, variables))
+
+        def restore_on_replicas():
+            strategy.extended.call_for_each_replica(restore)
+
+        tf.cond(finite, apply_on_replicas, restore_on_replicas)
+
+    context.merge_call(cross_replica, args=(grads, variables, finite))
     return loss
 
 
-def _replicas():
+def replicas_in_sync():
+    """Replicas a `tf.distribute` strategy runs the step on (1 outside)."""
     context = tf.distribute.get_replica_context()
     if context is None:  # cross-replica context: not inside a step
         return 1

@@ -38,6 +38,10 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
     params = [v.value for v in variables]
     for p in params:
         p.grad = None
+    guarded = nonfinite.guarded(optimizer)
+    state = nonfinite.state_variables(model) if guarded else []
+    with torch.no_grad():
+        before = [v.value.clone() for v in state]
     with torch.enable_grad():
         loss = loss_fn()
         optimizer.scale_loss(loss).backward(inputs=params)
@@ -51,7 +55,7 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
             grads = torch_distributed.average_gradients(grads)
         if record is not None:
             record(grads)
-        if not nonfinite.guarded(optimizer):
+        if not guarded:
             optimizer.apply(grads, variables)
             return loss.detach()
         present = [g for g in grads if g is not None]
@@ -61,8 +65,11 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
             if present else torch.tensor(True)
         )
         nonfinite.note(model, finite)
-        if bool(finite):  # (eager: a Python branch, no copies)
+        if bool(finite):  # (eager: a Python branch)
             optimizer.apply(grads, variables)
+        else:  # the BatchNorm statistics from before the loss ran
+            for variable, value in zip(state, before):
+                variable.assign(value)
     return loss.detach()
 
 

@@ -359,6 +359,9 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
     """`minimize` inside a trace: `autograd.grad` and the optimizer's
     `apply` on the scope's values (its in-place updates of those values are
     traced; `run` reads them back)."""
+    guarded = nonfinite.guarded(optimizer)
+    kept = nonfinite.state_variables(model) if guarded else []
+    before = [v.value.detach().clone() for v in kept]
     leaves = [v.value.detach().requires_grad_(True) for v in variables]
     for variable, leaf in zip(variables, leaves):
         variable.assign(leaf)
@@ -371,7 +374,7 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
     with torch.no_grad():
         if record is not None:
             record(grads)
-        if not nonfinite.guarded(optimizer):
+        if not guarded:
             optimizer.apply(grads, variables)
             for variable in variables:
                 variable.assign(variable.value.detach())
@@ -381,8 +384,8 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
         # A non-finite update leaves weights and optimizer state as they
         # were: the old values (copies: the optimizer updates in place)
         # selected back in, inside the graph.
-        state = list(variables) + list(optimizer.variables)
-        old = [v.value.detach().clone() for v in state]
+        state = list(variables) + list(optimizer.variables) + kept
+        old = [v.value.detach().clone() for v in variables + list(optimizer.variables)] + before
         optimizer.apply(grads, variables)
         for variable, before in zip(state, old):
             variable.assign(torch.where(finite, variable.value.detach(), before))
