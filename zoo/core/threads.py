@@ -16,7 +16,13 @@ import sys
 def idle_cores():
     """(cores this process may run on, how many of them other work leaves
     idle by the 1-minute load average), or None where the system has no
-    load average (Windows)."""
+    load average (Windows).
+
+    ```python
+    from zoo.core.threads import idle_cores
+    print(idle_cores())   # e.g. (2, 1)
+    ```
+    """
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
@@ -37,13 +43,15 @@ def limit_torch_threads(stream=None):
     `stream` (default `sys.stderr`). A set `OMP_NUM_THREADS` is the user's
     choice and is left alone, as are the other backends.
 
-    Returns the number of intra-op threads PyTorch now uses, or None when
-    the backend is not PyTorch or nothing was checked.
+    Args:
+        stream: where the one line goes (a text stream; default stderr).
 
-    ```python
-    from zoo.core.threads import limit_torch_threads
-    limit_torch_threads()   # None on TensorFlow and JAX
-    ```
+    Returns the number of intra-op threads PyTorch now uses, or None when
+    the backend is not PyTorch or nothing was checked. Call it once at the
+    start of a script (it changes PyTorch's process-wide thread count):
+
+        from zoo.core.threads import limit_torch_threads
+        limit_torch_threads()
     """
     import keras
 
