@@ -78,6 +78,8 @@ def test_bad_arguments_are_clear(capsys):
     assert main(["sample", "my_vae"]) == 2  # neither built in nor a folder here
     err = capsys.readouterr().err
     assert "'my_vae'" in err and one_error_line(err)
+    # Every place zoo.from_preset looked: the built-in names, a folder, the cache.
+    assert all(place in err for place in ("built-in", "folder", "cache")), err
     assert main(["train", "nsf", "--data", "digits", "--epochs", "1", "--out", "x"]) == 2
     assert "nsf takes vectors" in capsys.readouterr().err
     assert main(["train", "vae", "--data", "markov", "--epochs", "1", "--out", "x"]) == 2
