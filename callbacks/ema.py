@@ -41,7 +41,8 @@ class EMA(keras.callbacks.Callback):
     the training weights and the average exactly. Only trainable weights
     are averaged (BatchNorm statistics are not). With
     `steps_per_execution=k` the average moves once per `k` steps, with
-    decay `decay**k`.
+    decay `decay**k`. A step that skipped an update for non-finite
+    gradients (the `skipped_updates` log) leaves the average unchanged.
 
     Args:
         decay: in [0, 1); 0.999 averages over roughly the last 1000 steps.
@@ -74,6 +75,7 @@ class EMA(keras.callbacks.Callback):
         self._test_swap = False
         self._check_loaded = False
         self._last_batch = -1
+        self._skipped = 0.0
 
     # ------------------------------------------------------------------
     # Public helpers.
@@ -162,10 +164,17 @@ class EMA(keras.callbacks.Callback):
         if self._averages is None:
             self._averages = model.moving_average(None, self.decay)
         self._last_batch = -1
+        self._skipped = 0.0  # `skipped_updates` restarts every epoch
 
     def on_train_batch_end(self, batch, logs=None):
         steps = max(batch - self._last_batch, 1)
         self._last_batch = batch
+        # A step whose update was skipped (non-finite gradients, see
+        # `zoo.core.nonfinite`) leaves the average as it is too.
+        skipped = float((logs or {}).get("skipped_updates", 0.0))
+        if skipped > self._skipped:
+            self._skipped = skipped
+            return
         decay = self.decay**steps
         self._averages = _model(self).moving_average(self._averages, decay)
 

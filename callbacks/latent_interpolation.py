@@ -72,6 +72,9 @@ class LatentInterpolation(keras.callbacks.Callback):
     ```
     """
 
+    # In a multi-process run (torchrun), rank 0 alone writes the images.
+    chief_only = True
+
     def __init__(self, directory, num_rows=8, steps=8, every=1, seed=0,
                  method="slerp", labels=None, log_dir=None):
         super().__init__()

@@ -45,6 +45,9 @@ class SampleGrid(keras.callbacks.Callback):
     ```
     """
 
+    # In a multi-process run (torchrun), rank 0 alone writes the images.
+    chief_only = True
+
     def __init__(self, directory, every=1, num=64, seed=0, log_dir=None):
         super().__init__()
         self.directory = _common.check_directory(directory)

@@ -545,3 +545,75 @@ def test_counter_based_noise_is_lowbias32_and_standard_normal():
     pair_cos, pair_sin = z[: n // 2], z[(n + 1) // 2 :]  # r cos and r sin
     assert abs(float(torch.corrcoef(torch.stack([pair_cos, pair_sin]))[0, 1])) < 0.01
     assert abs(float(torch.corrcoef(torch.stack([pair_cos**2, pair_sin**2]))[0, 1])) < 0.01
+
+
+# ---------------------------------------------------------------------------
+# Non-finite updates (zoo.core.nonfinite): skipped, counted, stopped.
+
+
+def _nan_row_data():
+    x = toy_data(64)
+    x[20] = np.nan  # in the second of four batches of 16
+    return x
+
+
+def _skip_settings():
+    if BACKEND == "jax":  # (JAX's steps are compiled; uncompiled is a debug mode)
+        return [("compiled", True)]
+    if BACKEND == "torch":  # the traced step (fast) rather than Inductor's
+        return [("eager", False), ("traced", "auto")]
+    return [("eager", False), ("compiled", True)]
+
+
+@pytest.mark.parametrize("kind, jit_compile", _skip_settings())
+def test_a_non_finite_update_is_skipped_and_counted(kind, jit_compile, monkeypatch):
+    import zoo.core
+
+    monkeypatch.setattr(zoo.core, "TRACE_FIT", 1)  # PyTorch's "auto": traced
+    model = TinyGAN(penalty=1.0, batch_norm=True, seed=0)
+    model.compile(jit_compile=jit_compile)
+    x = _nan_row_data()
+    # One step on the clean first batch, then the bad batch alone: nothing
+    # of the discriminator may change (weights, moments, step counter,
+    # BatchNorm statistics); the generator still trains.
+    model.fit(x[:16], batch_size=16, epochs=1, shuffle=False, verbose=0)
+    before = state_of(model, metrics=False)
+    generator = [v.numpy().copy() for v in model.generator.trainable_variables]
+    history = model.fit(x[16:32], batch_size=16, epochs=1, shuffle=False, verbose=0)
+    assert history.history["skipped_updates"] == [1.0]
+    after = state_of(model, metrics=False)
+    # The discriminator's weights and optimizer state (its optimizer is
+    # named after the player). Its BatchNorm statistics move with the
+    # generator's update, which reads the fakes; the bad batch's NaN stays
+    # out of them (checked finite below).
+    checked = [k for k, (path, _) in before.items()
+               if path.startswith("discriminator") and "moving_" not in path]
+    assert len(checked) >= 10
+    for k in checked:
+        np.testing.assert_array_equal(before[k][1], after[k][1], err_msg=before[k][0])
+    assert not any(
+        np.array_equal(a, v.numpy()) for a, v in zip(generator, model.generator.trainable_variables)
+    )
+    assert all(np.isfinite(v).all() for _, v in after.values() if v.dtype.kind == "f")
+    # Clean data again: nothing skipped, and the count restarts each epoch.
+    history = model.fit(x[:16], batch_size=16, epochs=2, shuffle=False, verbose=0)
+    assert history.history["skipped_updates"] == [0.0, 0.0]
+
+
+def test_fit_stops_after_consecutive_skips_and_ema_holds():
+    from zoo.core.nonfinite import NonFiniteUpdateError
+
+    model = TinyGAN(seed=0)
+    model.compile()
+    ema = EMA(decay=0.5)
+    model.fit(toy_data(32), batch_size=16, epochs=1, verbose=0, callbacks=[ema])
+    average = [np.array(a) for a in ema.averaged_weights]
+    model.max_consecutive_skips = 3
+    bad = np.full((96, 2), np.nan, "float32")
+    with pytest.raises(NonFiniteUpdateError, match="3 consecutive training steps"):
+        model.fit(bad, batch_size=16, epochs=2, verbose=0, callbacks=[ema])
+    for a, b in zip(average, ema.averaged_weights):
+        np.testing.assert_array_equal(a, np.array(b))
+    model.max_consecutive_skips = None  # never stops
+    history = model.fit(bad, batch_size=16, epochs=1, verbose=0)
+    assert history.history["skipped_updates"] == [6.0]
