@@ -426,3 +426,76 @@ def test_clear_errors(trained, moe):
             GPT(vocab_size=VOCAB, **{**TINY, **kwargs})
     with pytest.raises(ValueError, match="vocab_size"):
         GPT(**TINY)
+    for kwargs, name in (
+        (dict(num_key_value_heads=3), "num_key_value_heads"),
+        (dict(rotary_fraction=0.0), "rotary_fraction"),
+        (dict(normalization="batch_norm"), "normalization"),
+        (dict(gated_mlp=1), "gated_mlp"),
+        (dict(tie_embeddings="no"), "tie_embeddings"),
+    ):
+        with pytest.raises(ValueError, match=f"`{name}`"):
+            GPT(vocab_size=VOCAB, **{**TINY, **kwargs})
+
+
+# ----------------------------------------------------------------------
+# Mixed precision and the Llama / GPT-NeoX options.
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_trains_and_generates_under_mixed_precision(policy):
+    # Rotary positions with grouped-query attention and Llama's options,
+    # and learned positions with a tied output layer.
+    options = dict(position_embedding="learned") if policy == "mixed_bfloat16" else dict(
+        position_embedding="rotary", num_key_value_heads=1, normalization="rms_norm",
+        gated_mlp=True, tie_embeddings=False, activation="silu")
+    gpt = GPT(vocab_size=VOCAB, max_length=12, num_layers=1, num_heads=2,
+              hidden_dim=8, seed=0, dtype=policy, **options)
+    assert gpt.compute_dtype == policy.split("_")[1]
+    gpt.compile()
+    history = gpt.fit(markov_tokens(8, length=13), batch_size=4, epochs=2, verbose=0,
+                      shuffle=False)
+    assert np.isfinite(history.history["loss"]).all()
+    assert {v.dtype for v in gpt.weights} == {"float32"}
+    prompt = markov_tokens(2, length=3)
+    # Eager decoding (compiled decoding computes the same: see
+    # test_compiled_steps_agree), with and without the key/value cache.
+    for use_cache in (True, False):
+        tokens = gpt.generate(prompt, max_new_tokens=4, seed=0, use_cache=use_cache,
+                              jit_compile=False)
+        assert tokens.shape == (2, 7) and tokens.min() >= 0 and tokens.max() < VOCAB
+
+
+def test_parallel_residual_partial_rotary_and_grouped_attention_decode_consistently():
+    # GPT-NeoX's and Llama's options: the cached decoding (grouped heads,
+    # a quarter of each head rotated) computes what the full pass computes.
+    gpt = GPT(vocab_size=VOCAB, max_length=12, num_layers=2, num_heads=4, hidden_dim=32,
+              position_embedding="rotary", rotary_fraction=0.25, parallel_residual=True,
+              num_key_value_heads=2, use_bias=False, seed=0)
+    prompt = markov_tokens(2, length=3)
+    tokens, logits = gpt.generate(prompt, max_new_tokens=6, temperature=0,
+                                  return_logits=True, jit_compile=False)
+    full = gpt.predict(tokens[:, :-1], verbose=0)[:, 2:]
+    np.testing.assert_allclose(logits, full, atol=1e-5, rtol=0)
+    clone = GPT.from_config(gpt.get_config())
+    assert [v.shape for v in clone.weights] == [v.shape for v in gpt.weights]
+
+
+def test_weights_keep_their_saved_layout(tmp_path):
+    # The projections are Dense layers now; weight files keep the layout
+    # they had as the attention's and block's own variables (the built-in
+    # gpt_markov preset was saved so).
+    import h5py
+
+    gpt = GPT(vocab_size=VOCAB, **TINY, seed=0)
+    path = str(tmp_path / "m.weights.h5")
+    gpt.save_weights(path)
+    with h5py.File(path) as f:
+        names = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+    assert "blocks/transformer_block/attention/vars/3" in names
+    assert "blocks/transformer_block/vars/7" in names
+    assert not [n for n in names if "/qkv/" in n or "/mlp_1/" in n]
+    clone = GPT(vocab_size=VOCAB, **TINY, seed=1)
+    clone.load_weights(path)
+    tokens = markov_tokens(2, length=8)
+    np.testing.assert_array_equal(clone.predict(tokens, verbose=0), gpt.predict(tokens, verbose=0))

@@ -4,9 +4,28 @@ mixture of experts), cache-aware for incremental decoding."""
 import keras
 from keras import ops
 
-from zoo.layers.causal_self_attention import CausalSelfAttention
+from zoo.layers.causal_self_attention import (
+    CausalSelfAttention,
+    Projection,
+    load_projections,
+    save_projections,
+)
 from zoo.layers.mixture_of_experts import MixtureOfExperts
 from zoo.layers.networks import offset_seed
+
+NORMALIZATIONS = ("layer_norm", "rms_norm")
+
+
+def get_activation(activation):
+    """`keras.activations.get`, plus "gelu_approximate" (the tanh
+    approximation of GELU, GPT-2's "gelu_new")."""
+    if activation == "gelu_approximate":
+        return _gelu_approximate
+    return keras.activations.get(activation)
+
+
+def _gelu_approximate(x):
+    return keras.activations.gelu(x, approximate=True)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -22,9 +41,9 @@ class TransformerBlock(keras.layers.Layer):
     (see `CausalSelfAttention`), `call(x, cache=cache, cache_index=i)`
     returns `(x, aux_loss, cache)`.
 
-    The layer norms and the MLP use this layer's own weights and
-    `keras.ops` rather than sublayers: a decoding loop on PyTorch runs
-    eagerly, where each sublayer call costs more than its arithmetic.
+    The layer norms use this layer's own weights and `keras.ops`, and the
+    projections are called through `call`: a decoding loop on PyTorch runs
+    eagerly, where each `Layer.__call__` costs more than its arithmetic.
 
     Args:
         num_heads, hidden_dim: attention heads and model width.
@@ -38,6 +57,15 @@ class TransformerBlock(keras.layers.Layer):
         initializer_stddev, output_stddev: standard deviations of the normal
             initializers of the input and output projections.
         seed: seeds the initializers and the dropout.
+        num_key_value_heads, use_bias, rotary_fraction: see
+            `CausalSelfAttention` (use_bias also covers the MLP).
+        normalization: "layer_norm" or "rms_norm" (no bias; Llama).
+        gated_mlp: a gated MLP, `mlp_2(activation(mlp_gate(x)) * mlp_1(x))`
+            (SwiGLU with activation "silu"; Llama).
+        parallel_residual: attention and MLP side by side (GPT-NeoX).
+
+    The MLP's projections `mlp_1`, `mlp_gate` and `mlp_2` are `Dense`
+    layers (Keras's LoRA applies to them).
 
     Example:
 
@@ -65,6 +93,12 @@ class TransformerBlock(keras.layers.Layer):
         initializer_stddev=0.02,
         output_stddev=None,
         seed=None,
+        num_key_value_heads=None,
+        use_bias=True,
+        rotary_fraction=1.0,
+        normalization="layer_norm",
+        gated_mlp=False,
+        parallel_residual=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -90,6 +124,20 @@ class TransformerBlock(keras.layers.Layer):
                 "`layer_norm_epsilon` must be > 0; received "
                 f"layer_norm_epsilon={layer_norm_epsilon!r}."
             )
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"`normalization` must be one of {NORMALIZATIONS}; received "
+                f"normalization={normalization!r}."
+            )
+        for name, value in (("gated_mlp", gated_mlp), ("parallel_residual", parallel_residual),
+                            ("use_bias", use_bias)):
+            if not isinstance(value, bool):
+                raise ValueError(f"`{name}` must be True or False; received {value!r}.")
+        if gated_mlp and num_experts is not None:
+            raise ValueError(
+                "`gated_mlp` applies to an MLP block; received gated_mlp=True with "
+                f"num_experts={num_experts}."
+            )
         self.num_heads = num_heads
         self.hidden_dim = hidden_dim
         self.intermediate_dim = intermediate_dim
@@ -98,18 +146,47 @@ class TransformerBlock(keras.layers.Layer):
         self.rotary_max_wavelength = rotary_max_wavelength
         self.num_experts = num_experts
         self.experts_per_token = experts_per_token
-        self.activation = keras.activations.get(activation)
+        self.activation_name = activation if isinstance(activation, str) else (
+            keras.activations.serialize(activation)
+        )
+        self.activation = get_activation(activation)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.initializer_stddev = float(initializer_stddev)
         self.output_stddev = (
             self.initializer_stddev if output_stddev is None else float(output_stddev)
         )
         self.seed = seed
+        self.num_key_value_heads = num_key_value_heads
+        self.use_bias = use_bias
+        self.rotary_fraction = rotary_fraction
+        self.normalization = normalization
+        self.gated_mlp = gated_mlp
+        self.parallel_residual = parallel_residual
+        # The MLP's projections first: the trainable variables keep the
+        # order they had as this layer's own variables (norms, MLP, then
+        # attention), which optimizer states saved before rely on.
+        self.mlp_1 = self.mlp_gate = self.mlp_2 = None
+        if num_experts is None:
+            def dense(units, stddev, offset, name):
+                return Projection(
+                    units, use_bias=use_bias,
+                    kernel_initializer=keras.initializers.RandomNormal(
+                        stddev=stddev, seed=offset_seed(seed, offset)
+                    ),
+                    dtype=self.dtype_policy, name=name,
+                )
+
+            self.mlp_1 = dense(intermediate_dim, self.initializer_stddev, 30, "mlp_1")
+            self.mlp_2 = dense(hidden_dim, self.output_stddev, 31, "mlp_2")
+            if gated_mlp:
+                self.mlp_gate = dense(intermediate_dim, self.initializer_stddev, 32, "mlp_gate")
         self.attention = CausalSelfAttention(
             num_heads, hidden_dim, dropout=dropout, use_rotary=use_rotary,
             rotary_max_wavelength=rotary_max_wavelength,
             initializer_stddev=initializer_stddev, output_stddev=self.output_stddev,
-            seed=offset_seed(seed, 0), dtype=self.dtype_policy, name="attention",
+            seed=offset_seed(seed, 0), num_key_value_heads=num_key_value_heads,
+            use_bias=use_bias, rotary_fraction=rotary_fraction,
+            dtype=self.dtype_policy, name="attention",
         )
         if num_experts is None:
             self.experts = None
@@ -131,34 +208,50 @@ class TransformerBlock(keras.layers.Layer):
         for i in (1, 2):
             setattr(self, f"norm_{i}_gamma", self.add_weight(
                 name=f"norm_{i}_gamma", shape=(d,), initializer="ones"))
-            setattr(self, f"norm_{i}_beta", self.add_weight(
-                name=f"norm_{i}_beta", shape=(d,), initializer="zeros"))
-        if self.num_experts is None:
-            self.mlp_kernel_1 = self.add_weight(
-                name="mlp_kernel_1", shape=(d, f),
-                initializer=keras.initializers.RandomNormal(
-                    stddev=self.initializer_stddev, seed=offset_seed(self.seed, 30)
-                ),
-            )
-            self.mlp_bias_1 = self.add_weight(
-                name="mlp_bias_1", shape=(f,), initializer="zeros"
-            )
-            self.mlp_kernel_2 = self.add_weight(
-                name="mlp_kernel_2", shape=(f, d),
-                initializer=keras.initializers.RandomNormal(
-                    stddev=self.output_stddev, seed=offset_seed(self.seed, 31)
-                ),
-            )
-            self.mlp_bias_2 = self.add_weight(
-                name="mlp_bias_2", shape=(d,), initializer="zeros"
-            )
+            if self.normalization == "layer_norm":
+                setattr(self, f"norm_{i}_beta", self.add_weight(
+                    name=f"norm_{i}_beta", shape=(d,), initializer="zeros"))
+        for layer, width in ((self.mlp_1, d), (self.mlp_gate, d), (self.mlp_2, f)):
+            if layer is not None:
+                layer.build((None, None, width))
         self.built = True
 
+    def _mlp_projections(self):
+        # The order of the saved layout: norms, then these.
+        return [p for p in (self.mlp_1, self.mlp_2, self.mlp_gate) if p is not None]
+
+    def save_own_variables(self, store):
+        own = self._trainable_variables + self._non_trainable_variables
+        for i, variable in enumerate(own):
+            store[str(i)] = variable
+        save_projections(store, self._mlp_projections(), start=len(own))
+
+    def load_own_variables(self, store):
+        own = self._trainable_variables + self._non_trainable_variables
+        load_projections(store, self._mlp_projections(), self.name, start=len(own))
+        for i, variable in enumerate(own):
+            variable.assign(store[str(i)])
+
     def _norm(self, x, i):
+        gamma = getattr(self, f"norm_{i}_gamma")
+        if self.normalization == "rms_norm":
+            return ops.rms_normalization(x, gamma, epsilon=self.layer_norm_epsilon)
         return ops.layer_normalization(
-            x, getattr(self, f"norm_{i}_gamma"), getattr(self, f"norm_{i}_beta"),
-            epsilon=self.layer_norm_epsilon,
+            x, gamma, getattr(self, f"norm_{i}_beta"), epsilon=self.layer_norm_epsilon,
         )
+
+    def _feed_forward(self, h, decoding, training):
+        if self.experts is not None:
+            return (self.experts.call if decoding else self.experts)(h, training=training)
+        if self.gated_mlp:
+            # SwiGLU (Llama): activation(gate) * up.
+            h = self.activation(self.mlp_gate.call(h)) * self.mlp_1.call(h)
+        else:
+            h = self.activation(self.mlp_1.call(h))
+        h = self.mlp_2.call(h)
+        if training and self.dropout > 0:
+            h = self.mlp_dropout(h, training=training)
+        return h, ops.zeros((), dtype="float32")
 
     def call(self, x, cache=None, cache_index=0, training=None):
         h = self._norm(x, 1)
@@ -170,19 +263,14 @@ class TransformerBlock(keras.layers.Layer):
             h, cache = self.attention.call(
                 h, cache=cache, cache_index=cache_index, training=training
             )
-        x = x + h
-        h = self._norm(x, 2)
-        if self.experts is None:
-            h = self.activation(ops.matmul(h, self.mlp_kernel_1) + self.mlp_bias_1)
-            h = ops.matmul(h, self.mlp_kernel_2) + self.mlp_bias_2
-            if training and self.dropout > 0:
-                h = self.mlp_dropout(h, training=training)
-            aux_loss = ops.zeros((), dtype="float32")
-        elif cache is None:
-            h, aux_loss = self.experts(h, training=training)
+        if self.parallel_residual:
+            # GPT-NeoX: attention and MLP both read the block's input.
+            f, aux_loss = self._feed_forward(self._norm(x, 2), cache is not None, training)
+            x = x + h + f
         else:
-            h, aux_loss = self.experts.call(h, training=training)
-        x = x + h
+            x = x + h
+            f, aux_loss = self._feed_forward(self._norm(x, 2), cache is not None, training)
+            x = x + f
         return (x, aux_loss) if cache is None else (x, aux_loss, cache)
 
     def compute_output_shape(self, input_shape):
@@ -199,10 +287,16 @@ class TransformerBlock(keras.layers.Layer):
             rotary_max_wavelength=self.rotary_max_wavelength,
             num_experts=self.num_experts,
             experts_per_token=self.experts_per_token,
-            activation=keras.activations.serialize(self.activation),
+            activation=self.activation_name,
             layer_norm_epsilon=self.layer_norm_epsilon,
             initializer_stddev=self.initializer_stddev,
             output_stddev=self.output_stddev,
             seed=self.seed,
+            num_key_value_heads=self.num_key_value_heads,
+            use_bias=self.use_bias,
+            rotary_fraction=self.rotary_fraction,
+            normalization=self.normalization,
+            gated_mlp=self.gated_mlp,
+            parallel_residual=self.parallel_residual,
         )
         return config

@@ -10,7 +10,7 @@ from keras import ops
 
 from zoo.core import GenerativeModel, compile_loop, compiles_steps
 from zoo.layers.networks import offset_seed
-from zoo.layers.transformer_block import TransformerBlock
+from zoo.layers.transformer_block import NORMALIZATIONS, TransformerBlock, get_activation
 
 _POSITION_EMBEDDINGS = ("learned", "rotary")
 
@@ -97,9 +97,24 @@ class GPT(GenerativeModel):
         initializer_stddev: standard deviation of the weights' normal
             initializers (the residual output projections get
             `initializer_stddev / sqrt(2 * num_layers)`, as in GPT-2).
-        tokenizer: None, a `ByteTokenizer` or a `CharTokenizer` (or their
-            serialized config); saved with the model.
+        tokenizer: None, a `ByteTokenizer`, a `CharTokenizer` or an
+            `HFTokenizer` (or their serialized config); saved with the model.
         seed: seeds the initializers, the dropout and the training noise.
+        num_key_value_heads: key/value heads of grouped-query attention
+            (Llama); default `num_heads`.
+        use_bias: biases in the attention and MLP projections.
+        rotary_fraction: the fraction of each head's channels rotated by
+            rotary positions (GPT-NeoX: 0.25).
+        normalization: "layer_norm" or "rms_norm" (Llama).
+        gated_mlp: a gated MLP (SwiGLU with activation "silu"; Llama).
+        parallel_residual: attention and MLP read the same input (GPT-NeoX).
+        tie_embeddings: the output layer is the token embedding's
+            transpose; False gives it its own weights.
+
+    `activation` may also be "gelu_approximate" (GPT-2's tanh GELU).
+    Pretrained Hugging Face checkpoints (gpt2, gpt_neox, llama) load with
+    `zoo.from_preset(folder or "hf://owner/name")` and are written back by
+    `save_to_hf`; `enable_lora(rank)` fine-tunes them with Keras's LoRA.
 
     Example:
 
@@ -151,6 +166,13 @@ class GPT(GenerativeModel):
         initializer_stddev=0.02,
         tokenizer=None,
         seed=None,
+        num_key_value_heads=None,
+        use_bias=True,
+        rotary_fraction=1.0,
+        normalization="layer_norm",
+        gated_mlp=False,
+        parallel_residual=False,
+        tie_embeddings=True,
         **kwargs,
     ):
         super().__init__(seed=seed, **kwargs)
@@ -161,7 +183,8 @@ class GPT(GenerativeModel):
             and hasattr(tokenizer, "vocab_size") and hasattr(tokenizer, "get_config")
         ):
             raise ValueError(
-                "`tokenizer` must be None, a ByteTokenizer or a CharTokenizer; "
+                "`tokenizer` must be None, a ByteTokenizer, a CharTokenizer or an "
+                "HFTokenizer; "
                 f"received {tokenizer!r}."
             )
         if vocab_size is None:
@@ -219,7 +242,39 @@ class GPT(GenerativeModel):
         self.aux_loss_weight = _check_float(
             aux_loss_weight, "aux_loss_weight", 0.0, math.inf, high_open=True
         )
-        self.activation = keras.activations.serialize(keras.activations.get(activation))
+        get_activation(activation)  # raises on an unknown activation
+        self.activation = (
+            activation if activation == "gelu_approximate"
+            else keras.activations.serialize(keras.activations.get(activation))
+        )
+        if num_key_value_heads is not None:
+            num_key_value_heads = _check_int(
+                num_key_value_heads, "num_key_value_heads", 1, self.num_heads
+            )
+            if self.num_heads % num_key_value_heads:
+                raise ValueError(
+                    "`num_key_value_heads` must divide num_heads="
+                    f"{self.num_heads}; received num_key_value_heads={num_key_value_heads}."
+                )
+        self.num_key_value_heads = num_key_value_heads
+        self.rotary_fraction = _check_float(
+            rotary_fraction, "rotary_fraction", 0.0, 1.0, low_open=True
+        )
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"`normalization` must be one of {NORMALIZATIONS}; received "
+                f"normalization={normalization!r}."
+            )
+        self.normalization = normalization
+        for name, value in (("use_bias", use_bias), ("gated_mlp", gated_mlp),
+                            ("parallel_residual", parallel_residual),
+                            ("tie_embeddings", tie_embeddings)):
+            if not isinstance(value, bool):
+                raise ValueError(f"`{name}` must be True or False; received {name}={value!r}.")
+        self.use_bias = use_bias
+        self.gated_mlp = gated_mlp
+        self.parallel_residual = parallel_residual
+        self.tie_embeddings = tie_embeddings
         self.layer_norm_epsilon = _check_float(
             layer_norm_epsilon, "layer_norm_epsilon", 0.0, math.inf,
             low_open=True, high_open=True,
@@ -262,13 +317,30 @@ class GPT(GenerativeModel):
                 initializer_stddev=self.initializer_stddev,
                 output_stddev=output_stddev,
                 seed=offset_seed(seed, 100 * (i + 1)),
+                num_key_value_heads=num_key_value_heads, use_bias=use_bias,
+                rotary_fraction=self.rotary_fraction, normalization=normalization,
+                gated_mlp=gated_mlp, parallel_residual=parallel_residual,
                 dtype=self.dtype_policy, name=f"block_{i}",
             )
             for i in range(self.num_layers)
         ]
-        self.final_norm = keras.layers.LayerNormalization(
+        norm = (
+            keras.layers.RMSNormalization if normalization == "rms_norm"
+            else keras.layers.LayerNormalization
+        )
+        self.final_norm = norm(
             epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="final_norm"
         )
+        self.output_head = None
+        if not tie_embeddings:
+            self.output_head = keras.layers.Dense(
+                self.vocab_size, use_bias=False,
+                kernel_initializer=keras.initializers.RandomNormal(
+                    stddev=self.initializer_stddev, seed=offset_seed(seed, 4)
+                ),
+                dtype=self.dtype_policy, name="output_head",
+            )
+            self.output_head.build((None, None, self.hidden_dim))
         # The loss terms of the last training step. On JAX the loss closure
         # runs inside `jax.value_and_grad` and its tensors cannot leave it;
         # a variable assigned inside carries them out to the logs.
@@ -306,8 +378,9 @@ class GPT(GenerativeModel):
         length = ops.shape(tokens)[1]
         # While decoding (with a cache), layers are run through `call`:
         # `Layer.__call__`'s bookkeeping costs more than a decoding step's
-        # arithmetic on eager PyTorch.
-        decoding = caches is not None
+        # arithmetic on eager PyTorch. Not under mixed precision, where
+        # `__call__` is what casts the float32 variables to float16.
+        decoding = caches is not None and self.compute_dtype == self.variable_dtype
         x = (self.token_embedding.call if decoding else self.token_embedding)(tokens)
         if self.position_embedding is not None:
             table = ops.convert_to_tensor(self.position_embedding.embeddings)
@@ -327,16 +400,20 @@ class GPT(GenerativeModel):
             if caches is None:
                 x, block_aux = block(x, training=training)
             else:
-                x, block_aux, cache = block.call(
+                x, block_aux, cache = (block.call if decoding else block)(
                     x, cache=caches[i], cache_index=cache_index, training=training
                 )
                 new_caches.append(cache)
             aux_loss = aux_loss + block_aux
         x = (self.final_norm.call if decoding else self.final_norm)(x)
-        embeddings = ops.cast(self.token_embedding.embeddings, x.dtype)
-        # Tied embeddings; logits in float32 so that the softmax and the
-        # cross-entropy are exact under mixed precision too.
-        logits = ops.cast(ops.matmul(x, ops.transpose(embeddings)), "float32")
+        if self.output_head is None:
+            # Tied embeddings.
+            embeddings = ops.transpose(ops.cast(self.token_embedding.embeddings, x.dtype))
+        else:
+            embeddings = ops.cast(self.output_head.kernel, x.dtype)
+        # Logits in float32 so that the softmax and the cross-entropy are
+        # exact under mixed precision too.
+        logits = ops.cast(ops.matmul(x, embeddings), "float32")
         return logits, aux_loss / self.num_layers, new_caches
 
     def __call__(self, inputs, *args, **kwargs):
@@ -744,10 +821,14 @@ class GPT(GenerativeModel):
         )
         tokens = ops.convert_to_numpy(tokens).astype(np.int32)
         out = [tokens[b, : lengths[b] + max_new_tokens] for b in range(len(rows))]
+        # A checkpoint's tokenizer leaves its special tokens (Llama's <s>) out
+        # of generated text.
+        decode = getattr(self.tokenizer, "decode_generated", None) or getattr(
+            self.tokenizer, "decode", None)
         if form == "text":
-            result = self.tokenizer.decode(out[0])
+            result = decode(out[0])
         elif form == "texts":
-            result = [self.tokenizer.decode(t) for t in out]
+            result = [decode(t) for t in out]
         elif form == "single":
             result = out[0]
         elif form == "ragged":
@@ -831,6 +912,55 @@ class GPT(GenerativeModel):
         return float(result[0]) if single else result
 
     # ------------------------------------------------------------------
+    # Pretrained checkpoints and fine-tuning.
+
+    def enable_lora(self, rank, lora_alpha=None):
+        """Keras's LoRA (`Dense.enable_lora`) on every attention and MLP
+        projection; every other weight (biases included) is frozen, so the
+        adapters are all that trains. Call it before `compile`.
+
+        Args:
+            rank: the rank of the low-rank updates.
+            lora_alpha: scales the updates by `lora_alpha / rank`; default
+                `rank` (a scale of 1).
+        """
+        from zoo.transformer import lora
+
+        lora.enable_lora(self, rank, lora_alpha)
+
+    def save_lora_weights(self, filepath):
+        """Writes the LoRA adapters only (a `.safetensors` file, a few
+        percent of the model) for `load_lora_weights` onto the same base."""
+        from zoo.transformer import lora
+
+        lora.save_lora_weights(self, filepath)
+
+    def load_lora_weights(self, filepath):
+        """Loads adapters written by `save_lora_weights` (enabling LoRA of
+        their rank if needed); every tensor is checked before any is set."""
+        from zoo.transformer import lora
+
+        lora.load_lora_weights(self, filepath)
+
+    def save_to_hf(self, directory, model_type=None, max_shard_size=None):
+        """Writes a Hugging Face transformers checkpoint folder that
+        `transformers.AutoModelForCausalLM.from_pretrained(directory)` loads
+        (config.json, float32 safetensors, and the tokenizer files of an
+        `HFTokenizer`). LoRA updates are merged into the weights.
+
+        Args:
+            directory: a new or empty folder.
+            model_type: "gpt2" (learned positions), "gpt_neox" (rotary,
+                layer norm) or "llama" (rotary, rms_norm, gated MLP);
+                default: the one this model's options make.
+            max_shard_size: bytes per weight file; larger models are
+                written in shards with `model.safetensors.index.json`.
+        """
+        from zoo.presets.huggingface import save_hf_checkpoint
+
+        return save_hf_checkpoint(self, directory, model_type, max_shard_size)
+
+    # ------------------------------------------------------------------
     # Config.
 
     def get_config(self):
@@ -851,6 +981,13 @@ class GPT(GenerativeModel):
             activation=self.activation,
             layer_norm_epsilon=self.layer_norm_epsilon,
             initializer_stddev=self.initializer_stddev,
+            num_key_value_heads=self.num_key_value_heads,
+            use_bias=self.use_bias,
+            rotary_fraction=self.rotary_fraction,
+            normalization=self.normalization,
+            gated_mlp=self.gated_mlp,
+            parallel_residual=self.parallel_residual,
+            tie_embeddings=self.tie_embeddings,
             tokenizer=(
                 None if self.tokenizer is None
                 else keras.saving.serialize_keras_object(self.tokenizer)
