@@ -9,6 +9,7 @@ import numpy as np
 from keras import ops
 
 from zoo.core import backend_module, distributed, nonfinite
+from zoo.core import validators
 from zoo.core.multi_optimizer import MultiOptimizer
 
 
@@ -39,6 +40,9 @@ def _arguments(signature, model, args, kwargs, hook):
             "next tokens, a conditional model's labels; a model that takes "
             "none ignores it, so any array with one row per example does)."
         )
+    # Eager checks of the data and labels (shape, dtype, documented range,
+    # classes) before any step: a compiled step cannot raise on values.
+    model._inspect_inputs(arguments)
     adjust = getattr(backend_module(), hook, None)
     return arguments if adjust is None else adjust(model, arguments)
 
@@ -61,8 +65,11 @@ class GenerativeModel(keras.Model):
       `self.minimize(player, loss_fn)` once per update and returns a dict of
       scalar logs. `test_step_logic` likewise for `evaluate`, no updates.
 
-    and may set `data_shape` (the shape of one example) and `data_dtype`
-    (`"float"` or `"int"`) so that wrong data is rejected with a clear error.
+    and may set `data_shape` (the shape of one example), `data_dtype`
+    (`"float"` or `"int"`) and `data_range` (`(low, high)`, the values the
+    model documents for its data) so that wrong data is rejected with a
+    clear error (see `validate_data`), and override `validate_labels` to
+    check the `y` of `fit` and `evaluate` (class labels).
 
     Inside a step:
 
@@ -74,6 +81,13 @@ class GenerativeModel(keras.Model):
       to `x`, itself differentiable: gradient penalties go in a loss.
     - Random draws use `seed=self.seed_generator` (never an unseeded draw).
     - Non-trainable updates (BatchNorm statistics, EMA) just work.
+
+    Args:
+        seed: None or an integer in [0, 2**31 - 1] (the range every
+            backend accepts; anything else is a `ValueError`): seeds the
+            training noise and, in the zoo's models, the default networks'
+            initial weights.
+        **kwargs: `keras.Model` arguments (`name`, `dtype`, ...).
 
     Example:
 
@@ -103,8 +117,12 @@ class GenerativeModel(keras.Model):
 
     data_shape = None
     data_dtype = "float"
+    # `(low, high)`: the range the model documents for its data ([-1, 1]
+    # for images), checked eagerly by `fit` and `evaluate`; None: any.
+    data_range = None
 
     def __init__(self, *, seed=None, **kwargs):
+        seed = validators.check_seed(seed)
         super().__init__(**kwargs)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -127,6 +145,15 @@ class GenerativeModel(keras.Model):
     def log_names(self):
         """Names of the scalars `train_step_logic` returns; includes "loss"."""
         return ("loss",)
+
+    def log_direction(self, name):
+        """`"down"` if a lower value of log `name` is better, `"up"` if a
+        higher one is. `fit` sets the `mode` of `EarlyStopping`,
+        `ModelCheckpoint` and `ReduceLROnPlateau` callbacks left at
+        `mode="auto"` that monitor `name` or `"val_" + name` from it.
+        Default: `"down"`, right for losses, bits per dimension and
+        perplexity of a language model."""
+        return "down"
 
     def train_step_logic(self, x, y=None, sample_weight=None):
         raise NotImplementedError(
@@ -197,9 +224,9 @@ class GenerativeModel(keras.Model):
         def call(*args, seed=None):
             if seed is None:
                 seed = int(np.random.randint(1, 2**31 - 1))
-            if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-                raise ValueError(f"`seed` must be an int or None; received {seed!r}.")
-            state = np.array([seed % (2**31), 0], dtype=self.sampling_seed.state.dtype)
+            # [0, 2**31 - 1] on every backend (`validators.check_seed`).
+            seed = validators.check_seed(seed, allow_none=False)
+            state = np.array([seed, 0], dtype=self.sampling_seed.state.dtype)
             return inner(state, *args)
 
         return call
@@ -589,7 +616,15 @@ class GenerativeModel(keras.Model):
         return ops.divide_no_nan(tracker.total, tracker.count)
 
     def validate_data(self, x):
-        """Rejects data whose shape or dtype differs from `data_shape`."""
+        """Rejects data whose shape or dtype differs from `data_shape`.
+
+        Given NumPy values (as `fit` and `evaluate` do before training),
+        also checks them against `data_range`: data beyond the range by
+        more than its width (images in [0, 255] for a model of [-1, 1])
+        are a `ValueError`, data a little outside it a warning (see
+        `zoo.core.validators.check_data_range`). Inside a step `x` is a
+        tensor and only its shape and dtype are checked.
+        """
         if self.data_shape is None or not hasattr(x, "shape"):
             return
         expected = tuple(self.data_shape)
@@ -611,6 +646,57 @@ class GenerativeModel(keras.Model):
             raise ValueError(
                 f"{type(self).__name__} expects {self.data_dtype} data, "
                 f"received dtype {dtype}."
+            )
+        if isinstance(x, np.ndarray):
+            validators.check_data_range(x, self.data_range, type(self).__name__)
+
+    def validate_labels(self, y):
+        """Checks the `y` that `fit` and `evaluate` get, as NumPy (None when
+        there is none), before training; a conditional model checks its
+        class labels here (`zoo.core.validators.check_labels`). Accepts
+        anything by default."""
+
+    def _resolve_monitor_modes(self, callbacks):
+        """Sets `mode` to "min" or "max" on `EarlyStopping`,
+        `ModelCheckpoint` and `ReduceLROnPlateau` callbacks left at
+        `mode="auto"` that monitor one of this model's logs (or its
+        `val_` form), from `log_direction`: Keras infers "auto" only for
+        "loss" and for metrics passed to `compile`."""
+        names = set(self.log_names()) | set(getattr(self, "_trackers", {}))
+        for callback in keras.tree.flatten(callbacks) if callbacks else ():
+            monitor = getattr(callback, "monitor", None)
+            if (
+                getattr(callback, "mode", None) != "auto"
+                or not isinstance(monitor, str)
+                or getattr(callback, "monitor_op", None) is not None
+            ):
+                continue
+            name = monitor.removeprefix("val_")
+            if name in names:
+                callback.mode = "max" if self.log_direction(name) == "up" else "min"
+
+    def _inspect_inputs(self, arguments):
+        """Eager checks of `fit`'s or `evaluate`'s data and labels (see
+        `zoo.core.validators.inspect_inputs`); a generator is replaced by
+        one that checks every batch. Also resolves the callbacks'
+        `mode="auto"` (`_resolve_monitor_modes`)."""
+        self._resolve_monitor_modes(arguments.get("callbacks"))
+
+        def check(x, y):
+            self.validate_data(x)
+            self.validate_labels(y)
+
+        if "x" in arguments:
+            arguments["x"] = validators.inspect_inputs(
+                check, arguments["x"], arguments.get("y")
+            )
+        validation = arguments.get("validation_data")
+        if isinstance(validation, (tuple, list)) and validation:
+            vx, vy, _ = keras.utils.unpack_x_y_sample_weight(tuple(validation))
+            validators.inspect_inputs(check, vx, vy, name="validation_data")
+        elif validation is not None:
+            arguments["validation_data"] = validators.inspect_inputs(
+                check, validation, name="validation_data"
             )
 
     def _check_logs(self, logs, training):
@@ -655,6 +741,40 @@ class GenerativeModel(keras.Model):
                 "`compile()`."
             )
         self.built = True
+
+    def _mark_built(self):
+        """Marks the model built once every sub-network is, so that a model
+        just constructed (never trained) can `load_weights`, `summary` and
+        `count_params`, as a built Keras model can. A subclass calls it at
+        the end of its constructor."""
+        if all(layer.built for layer in self._flatten_layers(include_self=False)):
+            self.built = True
+
+    def load_weights(self, filepath, *args, **kwargs):
+        # A model built from its constructor arguments has every weight its
+        # weights file holds; Keras refuses it only because `build` was
+        # never called.
+        if not self.built:
+            self._assert_networks_built()
+        return super().load_weights(filepath, *args, **kwargs)
+
+    def summary(self, *args, print_fn=None, **kwargs):
+        if not self.built:
+            self._mark_built()
+        super().summary(*args, print_fn=print_fn, **kwargs)
+        # Keras's "Total params" adds the optimizer's state (Adam: two
+        # slots per trainable weight) to the model's weights; say which
+        # figure `count_params()` is.
+        optimizer = getattr(self, "optimizer", None)
+        if self.built and optimizer is not None and optimizer.variables:
+            count = self.count_params()
+            slots = sum(int(np.prod(v.shape)) for v in optimizer.variables)
+            line = (
+                f" Model params (count_params()): {count:,} = Trainable + "
+                f"Non-trainable; Total params also counts the {slots:,} "
+                "optimizer params (optimizer state, not model weights)."
+            )
+            (print_fn or print)(line)
 
     def _player_variables(self, cached=False):
         # `minimize` runs every step on torch; the walk over the layers is

@@ -7,6 +7,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from zoo.core import validators
+
 
 def check_int(value, name, minimum=1):
     if (
@@ -43,13 +45,8 @@ def check_float(value, name, low=None, high=None, low_open=True, high_open=True)
 
 
 def check_seed(seed, name="seed"):
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(
-            f"`{name}` must be None or an integer >= 0; received {name}={seed!r}."
-        )
-    return int(seed)
+    """None or an integer in [0, 2**31 - 1], as every zoo model takes."""
+    return validators.check_seed(seed, name)
 
 
 def check_shape(shape, name, ranks=(1, 3)):

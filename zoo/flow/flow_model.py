@@ -17,6 +17,7 @@ from zoo.flow._checks import (
     to_numpy,
 )
 from zoo.flow.bijectors.bijector import Bijector
+from zoo.flow.bijectors.logit import Logit
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -67,6 +68,13 @@ class FlowModel(GenerativeModel):
 
     Calling the model gives `forward`'s `(z, log_det)` as tensors.
 
+    Args:
+        bijector: a zoo.flow `Bijector` (or its serialized config) from
+            data space to the latent.
+        num_levels: None for continuous data, or the number of evenly
+            spaced values the data take in [-1, 1] (above).
+        seed: seeds the dequantization noise.
+
     Example:
 
     ```python
@@ -102,6 +110,18 @@ class FlowModel(GenerativeModel):
         self.num_dims = math.prod(self.data_shape)
         # Compiled eager methods, kept out of Keras's attribute tracking.
         object.__setattr__(self, "_compiled_fns", {})
+        self.data_range = self._documented_range()
+        self._mark_built()
+
+    def _documented_range(self):
+        """[-1, 1] for data on a grid; the range of a `Logit`
+        preprocessing (whose log-density is NaN outside it); else None."""
+        if self.num_levels is not None:
+            return (-1.0, 1.0)
+        for layer in self.flow._flatten_layers(include_self=True):
+            if isinstance(layer, Logit):
+                return (layer.low, layer.high)
+        return None
 
     # ------------------------------------------------------------------
     # The density, as tensors.
@@ -219,11 +239,22 @@ class FlowModel(GenerativeModel):
 
         For discrete data this is the density of the dequantized model at
         `x`; `bits_per_dim` gives the probability of grid values.
+
+        Points so far out that the float32 forward pass overflows (its
+        latent or log-determinant is Inf or NaN, as for `|x|` near 1e38)
+        get `-inf`: their density underflows float32, and the overflow is
+        no density at all. NaN inputs give NaN.
         """
+        x = check_data(x, self.data_shape, type(self).__name__)
         z, log_det = self.forward(x, batch_size=batch_size)
         z = z.reshape(len(z), -1).astype(np.float64)
         base = -0.5 * np.sum(np.square(z) + _LOG_2PI, axis=1)
-        return (base + log_det).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            log_prob = (base + log_det).astype(np.float32)
+        overflowed = ~(np.all(np.isfinite(z), axis=1) & np.isfinite(log_det))
+        finite_input = np.all(np.isfinite(x.reshape(len(x), -1)), axis=1)
+        log_prob[overflowed & finite_input] = -np.inf
+        return log_prob
 
     def forward(self, x, batch_size=1024):
         """`(z, log_det)`: the latent of each example and `log|det dz/dx|`."""

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from zoo.core import GenerativeModel
+from zoo.core import GenerativeModel, validators
 from zoo.layers import networks
 from zoo.layers.networks import check_nonnegative  # noqa: F401 (the families import it here)
 
@@ -34,11 +34,7 @@ def sample_seed(seed):
     """
     if seed is None:
         return int(np.random.randint(0, 2**31 - 1))
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-        raise ValueError(
-            f"`seed` must be None or an integer; received seed={seed!r}."
-        )
-    return int(seed)
+    return validators.check_seed(seed)
 
 
 class GANBase(GenerativeModel):
@@ -112,7 +108,7 @@ class GANBase(GenerativeModel):
 
         # Seeds of the two networks' initializers differ so that they do not
         # start from correlated weights.
-        net_seed = None if seed is None else int(seed) * 1000
+        net_seed = None if seed is None else int(seed) * 1000 % 2**31
         shared = dict(
             hidden_units=self.hidden_units, filters=self.filters,
             num_stages=num_stages, num_classes=num_classes,
@@ -127,7 +123,7 @@ class GANBase(GenerativeModel):
         if discriminator is None:
             discriminator = networks.default_discriminator(
                 self.data_shape, spectral_norm=spectral_norm,
-                seed=None if net_seed is None else net_seed + 500, **shared,
+                seed=validators.derive_seed(net_seed, 500), **shared,
             )
         self._check_networks(generator, discriminator)
         self.generator = generator
@@ -149,6 +145,10 @@ class GANBase(GenerativeModel):
         self.ema_generator = None
         if self.ema_momentum is not None:
             self.ema_generator = _clone(generator, name=f"{generator.name}_ema")
+        # The default image generator ends in tanh: images in [-1, 1].
+        if len(self.data_shape) == 3 and not self._custom_generator:
+            self.data_range = (-1.0, 1.0)
+        self._mark_built()
 
     def _check_networks(self, generator, discriminator):
         for name, net in (("generator", generator), ("discriminator", discriminator)):
@@ -205,7 +205,9 @@ class GANBase(GenerativeModel):
     def critic(self, x, labels=None, training=False):
         """Discriminator logits for data `x` (and `labels`), shape `(batch,)`."""
         logits = self.discriminator(x, training=training)
-        return ops.reshape(logits, (-1,))
+        # float32 under a mixed-precision policy too: the losses are
+        # computed from the logits in float32.
+        return ops.reshape(ops.cast(logits, "float32"), (-1,))
 
     def update_ema(self):
         """Moves `ema_generator` towards `generator`; one call per step.
@@ -247,6 +249,7 @@ class GANBase(GenerativeModel):
 
     def _sample(self, num_samples, seed, batch_size, labels=None):
         num_samples = check_num_samples(num_samples)
+        batch_size = networks.check_positive_int(batch_size, "batch_size")
         seed = sample_seed(seed)
         z = keras.random.normal((num_samples, self.latent_dim), seed=seed)
         generator = self.generator if self.ema_generator is None else self.ema_generator

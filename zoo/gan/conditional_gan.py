@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from zoo.core import validators
 from zoo.gan._base import check_num_samples, sample_seed
 from zoo.gan.gan import GAN
 
@@ -70,7 +71,15 @@ class ConditionalGAN(GAN):
 
     def critic(self, x, labels=None, training=False):
         logits = self.discriminator([x, labels], training=training)
-        return ops.reshape(logits, (-1,))
+        # float32 under a mixed-precision policy too: the losses are
+        # computed from the logits in float32.
+        return ops.reshape(ops.cast(logits, "float32"), (-1,))
+
+    def validate_labels(self, y):
+        """`fit` and `evaluate` refuse labels that are not classes in
+        `[0, num_classes)` (integer-valued floats pass), before training."""
+        if y is not None:
+            validators.check_labels(y, self.num_classes, name="y")
 
     def _labels(self, y):
         if y is None:

@@ -81,6 +81,9 @@ class WGANGP(GANBase):
             ops.convert_to_tensor(epsilon, dtype=real.dtype),
             (-1,) + (1,) * (len(real.shape) - 1),
         )
+        # Under a mixed-precision policy samples come in float16 and data
+        # in float32; TensorFlow does not promote.
+        fake = ops.cast(fake, real.dtype)
         x_hat = epsilon * real + (1.0 - epsilon) * fake
         grad = self.gradient(lambda x: self.critic(x, training=training), x_hat)
         grad = ops.reshape(grad, (-1, self._data_size))

@@ -113,8 +113,9 @@ def check_nonnegative(value, name):
 
 
 def offset_seed(seed, offset):
-    """`seed + offset`, or None for an unseeded layer."""
-    return None if seed is None else seed + offset
+    """`seed + offset` modulo 2**31 (the seeds every backend accepts), or
+    None for an unseeded layer."""
+    return None if seed is None else (seed + offset) % 2**31
 
 
 def check_positive_int(value, name):
@@ -155,7 +156,8 @@ class _Seeds:
         if self.next_seed is None:
             return None
         self.next_seed += 1
-        return self.next_seed - 1
+        # Inside [0, 2**31 - 1], the seeds every backend accepts.
+        return (self.next_seed - 1) % 2**31
 
 
 def _maybe_sn(layer, spectral_norm):
@@ -263,9 +265,13 @@ def dcgan_generator(
         )(h)
         h = layers.BatchNormalization(axis=-1, name=f"bn_{i}")(h)
         h = layers.ReLU(name=f"relu_{i}")(h)
+    # float32 under a mixed-precision policy too: samples are float32
+    # images, and PyTorch's CPU float16 convolution has no backward pass for
+    # one output channel ("slow_conv2d: grad_weight must be contiguous").
     outputs = layers.Conv2D(
         channels, 3, padding="same", activation=output_activation,
         data_format=CHANNELS_LAST, kernel_initializer=seeds.kernel(), name="output",
+        dtype="float32",
     )(h)
     return keras.Model(inputs, outputs, name=name)
 

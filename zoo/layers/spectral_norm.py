@@ -27,6 +27,10 @@ class SpectralNorm(keras.layers.Wrapper):
     normalized output is `(layer(x) - b) / sigma + b`, which needs no access
     to the layer's internals.
 
+    Args:
+        layer: the wrapped layer (above).
+        power_iterations: power-iteration steps per training call.
+
     Example:
 
     ```python

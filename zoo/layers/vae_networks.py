@@ -113,12 +113,19 @@ def _dense_stack(h, hidden_units, prefix):
     return h
 
 
-def _conv(filters, kernel, name, strides=1, transpose=False, activation="silu"):
+def _conv(filters, kernel, name, strides=1, transpose=False, activation="silu", dtype=None):
     cls = layers.Conv2DTranspose if transpose else layers.Conv2D
     return cls(
         filters, kernel, strides=strides, padding="same", activation=activation,
-        data_format=CHANNELS_LAST, kernel_initializer=ZEROS, name=name,
+        data_format=CHANNELS_LAST, kernel_initializer=ZEROS, name=name, dtype=dtype,
     )
+
+
+# The decoders' output convolutions compute in float32 under a
+# mixed-precision policy too: the likelihood's parameters need it, and
+# PyTorch's CPU float16 convolution has no backward pass for one output
+# channel ("slow_conv2d: grad_weight must be contiguous").
+OUTPUT_DTYPE = "float32"
 
 
 def vae_encoder(
@@ -174,7 +181,7 @@ def vae_decoder(
             filters * 2 ** (stages - 1 - i), 4, f"deconv_{i}", strides=2,
             transpose=True,
         )(h)
-    outputs = _conv(output_channels, 3, "output", activation=None)(h)
+    outputs = _conv(output_channels, 3, "output", activation=None, dtype=OUTPUT_DTYPE)(h)
     return seed_network(keras.Model(inputs, outputs, name=name), seed)
 
 
@@ -220,5 +227,5 @@ def vq_decoder(latent_shape, data_shape, *, output_channels, filters=32,
             filters * 2 ** (stages - 1 - i), 4, f"deconv_{i}", strides=2,
             transpose=True,
         )(h)
-    outputs = _conv(output_channels, 3, "output", activation=None)(h)
+    outputs = _conv(output_channels, 3, "output", activation=None, dtype=OUTPUT_DTYPE)(h)
     return seed_network(keras.Model(z, outputs, name=name), seed)

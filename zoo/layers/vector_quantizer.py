@@ -41,6 +41,16 @@ class VectorQuantizer(keras.layers.Layer):
     usage falls below `dead_code_threshold` at a randomly chosen vector of
     the batch, so that unused codes rejoin the data (0 turns that off).
 
+    Args:
+        num_codes: codebook size.
+        code_dim: dimension of each code.
+        ema_decay: None (codebook trained by its loss) or the decay of
+            the moving averages, in (0, 1).
+        usage_decay: decay of the `code_usage` moving average.
+        dead_code_threshold: restart codes getting fewer vectors than this
+            per batch; 0 turns restarts off.
+        seed: seeds the codebook's initial values and the restarts.
+
     Example:
 
     ```python

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from zoo.core import validators
 from zoo.layers.networks import check_nonnegative  # noqa: F401 (the family imports it here)
 
 
@@ -40,8 +41,7 @@ def numpy_rng(seed):
     training draws from, is left alone, so sampling or evaluating never
     changes what training draws next.
     """
-    if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
-        raise ValueError(f"`seed` must be None or an integer; received seed={seed!r}.")
+    seed = validators.check_seed(seed)
     if seed is None:
         seed = int(np.random.randint(0, 2**31 - 1))
     return np.random.default_rng(int(seed))
@@ -93,6 +93,16 @@ def pad_rows(array, pad):
     if array is None or pad == 0:
         return array
     return np.concatenate([array, np.repeat(array[-1:], pad, axis=0)])
+
+
+def data_range(data_shape, likelihood, num_levels):
+    """The range a VAE-family model documents for its data: [-1, 1] for
+    images, for data on a grid (`num_levels`) and for the Bernoulli
+    likelihood (binary data in {-1, 1}); None (any) for continuous vectors
+    under a Gaussian."""
+    if len(data_shape) == 3 or num_levels is not None or likelihood == "bernoulli":
+        return (-1.0, 1.0)
+    return None
 
 
 def check_data(x, data_shape, owner):

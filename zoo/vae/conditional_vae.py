@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from zoo.core import validators
 from zoo.vae import _common
 from zoo.vae.vae import VAE
 
@@ -69,6 +70,12 @@ class ConditionalVAE(VAE):
                 f"received {labels[:10]!r}..."
             )
         return np.eye(self.num_classes, dtype=np.float32)[labels]
+
+    def validate_labels(self, y):
+        """`fit` and `evaluate` refuse labels that are not classes in
+        `[0, num_classes)`, before training."""
+        if y is not None:
+            validators.check_labels(y, self.num_classes, name="y")
 
     def _condition_from_y(self, y):
         if y is None:

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from zoo.core import GenerativeModel
+from zoo.core import GenerativeModel, validators
 from zoo.layers import likelihoods, vae_networks
 from zoo.vae import _common
 
@@ -119,6 +119,8 @@ class VAE(GenerativeModel):
         self.last_terms = self.add_weight(
             shape=(2,), initializer="zeros", trainable=False, name="last_terms"
         )
+        self.data_range = _common.data_range(self.data_shape, likelihood, self.num_levels)
+        self._mark_built()
 
     # ------------------------------------------------------------------
     # Networks.
@@ -145,7 +147,7 @@ class VAE(GenerativeModel):
             self.latent_dim, self.data_shape, output_channels=channels,
             filters=self.filters, hidden_units=self.hidden_units,
             num_classes=self._num_classes(),
-            seed=None if self.seed is None else self.seed + 1000,
+            seed=validators.derive_seed(self.seed, 1000),
         )
 
     def _check_networks(self):

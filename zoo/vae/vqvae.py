@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from zoo.core import GenerativeModel
+from zoo.core import GenerativeModel, validators
 from zoo.layers import likelihoods, vae_networks
 from zoo.layers.vector_quantizer import VectorQuantizer
 from zoo.vae import _common
@@ -143,7 +143,7 @@ class VQVAE(GenerativeModel):
         self.decoder = decoder if decoder is not None else vae_networks.vq_decoder(
             self.latent_shape, self.data_shape, output_channels=channels,
             filters=self.filters, hidden_units=self.hidden_units,
-            seed=None if seed is None else seed + 1000,
+            seed=validators.derive_seed(seed, 1000),
         )
         self._check_decoder()
         self.num_positions = int(np.prod(self.latent_shape[:-1]))
@@ -159,6 +159,8 @@ class VQVAE(GenerativeModel):
         self.last_terms = self.add_weight(
             shape=(5,), initializer="zeros", trainable=False, name="last_terms"
         )
+        self.data_range = _common.data_range(self.data_shape, likelihood, self.num_levels)
+        self._mark_built()
 
     def _param_shape(self):
         channels = likelihoods.num_parameters(self.likelihood, self.scale)
@@ -194,14 +196,23 @@ class VQVAE(GenerativeModel):
             names.append("codebook_loss")
         return (*names, "commitment_loss", "perplexity", "usage")
 
+    def log_direction(self, name):
+        # More codes in use is better; the losses go down.
+        return "up" if name in ("perplexity", "usage") else "down"
+
     def _log_likelihood(self, x, params):
         return likelihoods.log_likelihood(
             x, params, self.likelihood, self.scale, self.num_levels
         )
 
+    def _encoder_vectors(self, x, training=False):
+        # Quantized in the codebook's float32 under a mixed-precision
+        # policy too (the encoder computes in float16).
+        return ops.cast(self.encoder(x, training=training), self.quantizer.codebook.dtype)
+
     def _terms(self, x, sample_weight, training):
         """Weighted means of the loss terms, and the batch's code statistics."""
-        z_e = self.encoder(x, training=training)
+        z_e = self._encoder_vectors(x, training=training)
         indices, codes = self.quantizer.quantize_vectors(z_e)
         # Straight-through: the decoder sees the codes, the encoder gets
         # the decoder's gradient as if there were no quantization.
@@ -248,7 +259,7 @@ class VQVAE(GenerativeModel):
         terms = ops.convert_to_tensor(self.last_terms)
         # Codebook state (EMA, usage, restarts) and the prior follow the
         # encoder as it is after this step's update.
-        z_e = ops.stop_gradient(self.encoder(x, training=False))
+        z_e = ops.stop_gradient(self._encoder_vectors(x, training=False))
         indices = self.quantizer.nearest(z_e)
         self.quantizer.update(z_e, indices, self.seed_generator)
         frequencies = ops.mean(
@@ -275,13 +286,13 @@ class VQVAE(GenerativeModel):
     def _fn(self, name):
         if name == "encode":
             def fn(x):
-                return self.quantizer.nearest(self.encoder(x))
+                return self.quantizer.nearest(self._encoder_vectors(x))
         elif name == "params":
             def fn(indices):
                 return self.decoder(self.quantizer.lookup(indices))
         else:  # "reconstruction": log p(x | z_q(x)) and the codes
             def fn(x):
-                indices = self.quantizer.nearest(self.encoder(x))
+                indices = self.quantizer.nearest(self._encoder_vectors(x))
                 params = self.decoder(self.quantizer.lookup(indices))
                 return self._log_likelihood(x, params), indices
         return _common.compiled(self, name, fn)

@@ -30,6 +30,14 @@ class ActNorm(Bijector):
     first training step, or with `data_init=False`, the layer is the
     identity. `initialize(x)` does the same eagerly, outside training.
 
+    Args:
+        event_shape: shape of one example; one `loc` and `log_scale` per
+            channel (the last axis).
+        data_init: initialize from the first training batch (above);
+            False starts as the identity.
+        epsilon: added to the batch's standard deviation at initialization.
+        seed: unused (no random initializer); kept for a uniform signature.
+
     Example:
 
     ```python

@@ -50,6 +50,15 @@ class AffineCoupling(Bijector):
     The network is an MLP (`hidden_units`) for vectors and Glow's 3x3, 1x1,
     3x3 convolutions with `filters` channels for images.
 
+    Args:
+        event_shape: `(D,)` vectors or `(H, W, C)` images.
+        mask: `"alternating"`, `"checkerboard"` or `"channel"` (above).
+        parity: 0 or 1, which half conditions the other.
+        hidden_units: the MLP's hidden widths (vectors).
+        filters: the convolutional network's width (images).
+        scale_clamp: `c`, the bound on each log-scale.
+        seed: seeds the network's initializers.
+
     Example:
 
     ```python
@@ -122,7 +131,9 @@ class AffineCoupling(Bijector):
 
     def _scale_shift(self, x_kept):
         mask = ops.convert_to_tensor(self._mask, dtype=x_kept.dtype)
-        h = self.network(x_kept * mask)
+        # The flow's arithmetic stays in the data's dtype (float32) under a
+        # mixed-precision policy; only the conditioner runs in float16.
+        h = ops.cast(self.network(x_kept * mask), x_kept.dtype)
         raw, shift = ops.split(h, 2, axis=-1)
         c = self.scale_clamp
         # Zeroing s and t on the kept half makes z = x exp(s) + t exact there.

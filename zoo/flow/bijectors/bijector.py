@@ -32,6 +32,11 @@ class Bijector(keras.layers.Layer):
     raises `numpy.linalg.LinAlgError` where a layer cannot be inverted
     accurately (a singular 1x1 convolution). Both do nothing by default.
 
+    Args:
+        event_shape: shape of one example, rank 1 to 3.
+        seed: seeds the layer's initializers, where it has any.
+        **kwargs: `keras.layers.Layer` arguments (`name`, ...).
+
     Example:
 
     ```python

@@ -26,6 +26,9 @@ class Chain(Bijector):
     `event_shape`. `finish_initialization` and `check_invertible` reach
     every member.
 
+    Args:
+        bijectors: a non-empty list of `Bijector`s, applied in order.
+
     Example:
 
     ```python

@@ -24,6 +24,10 @@ class FactorOut(Bijector):
     bijector must keep its shape; it gets the last
     `bijector.event_shape[-1]` channels.
 
+    Args:
+        bijector: the `Bijector` applied to the kept channels.
+        channels: the number of channels of the input, `event_shape[-1]`.
+
     Example:
 
     ```python

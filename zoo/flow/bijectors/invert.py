@@ -14,6 +14,9 @@ class Invert(Bijector):
     so that the whole flow maps an image to a latent of the same shape.
     `training` does not reach the wrapped layer (its `inverse` takes none).
 
+    Args:
+        bijector: the `Bijector` to run backwards.
+
     Example:
 
     ```python

@@ -61,6 +61,14 @@ class InvertibleConv1x1(Bijector):
     Works on any event whose last axis is channels: `(H, W, C)` images, or
     `(D,)` vectors, where it is a learned invertible linear map.
 
+    Args:
+        event_shape: shape of one example; the map mixes its last axis.
+        lu: the LU parameterization (always invertible, cheap
+            determinant) instead of a full kernel.
+        max_condition: the largest condition number `check_invertible`
+            accepts.
+        seed: seeds the random rotation `W` starts from.
+
     Example:
 
     ```python

@@ -19,6 +19,12 @@ class Logit(Bijector):
     part of their likelihood, which therefore stays a density over data
     space.
 
+    Args:
+        event_shape: shape of one example.
+        low, high: the data range, `low < high`.
+        alpha: the margin kept at each end, in (0, 0.5).
+        seed: unused (no weights); kept for a uniform signature.
+
     Example:
 
     ```python

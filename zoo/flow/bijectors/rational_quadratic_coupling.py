@@ -63,7 +63,7 @@ def rational_quadratic_spline(x, raw_widths, raw_heights, raw_derivatives, bound
     curvature = d_k1 + d_k - 2.0 * slope
 
     if not inverse:
-        theta = (xc - x_k) / w_k
+        theta = ops.clip((xc - x_k) / w_k, 0.0, 1.0)
         t1mt = theta * (1.0 - theta)
         denominator = slope + curvature * t1mt
         y = y_k + h_k * (slope * theta**2 + d_k * t1mt) / denominator
@@ -74,7 +74,9 @@ def rational_quadratic_spline(x, raw_widths, raw_heights, raw_derivatives, bound
         c = -slope * dy
         discriminant = ops.maximum(b**2 - 4.0 * a * c, 0.0)
         # The root formula without cancellation (Durkan et al., appendix A.3).
-        theta = 2.0 * c / (-b - ops.sqrt(discriminant))
+        # In exact arithmetic theta is in [0, 1]; float32 rounding can put it
+        # just outside, where the log-derivative below is NaN.
+        theta = ops.clip(2.0 * c / (-b - ops.sqrt(discriminant)), 0.0, 1.0)
         t1mt = theta * (1.0 - theta)
         denominator = slope + curvature * t1mt
         y = x_k + theta * w_k
@@ -103,6 +105,17 @@ class RationalQuadraticCoupling(Bijector):
 
     The last layer of the MLP starts at zero with the slopes offset to 1, so
     the layer starts as the identity.
+
+    Args:
+        event_shape: `(D,)`, `D >= 2`.
+        mask: `"alternating"` or `"channel"`; `parity` (0 or 1) swaps the
+            halves.
+        num_bins: spline pieces per dimension.
+        bound: the spline acts on `[-bound, bound]`, the identity outside.
+        hidden_units: the conditioner MLP's hidden widths.
+        min_bin_width, min_bin_height, min_derivative: lower bounds that
+            keep the spline well conditioned.
+        seed: seeds the conditioner's initializers.
 
     Example:
 
@@ -164,7 +177,9 @@ class RationalQuadraticCoupling(Bijector):
     def _transform(self, x, inverse):
         x = ops.convert_to_tensor(x)
         mask = ops.convert_to_tensor(self._mask, dtype=x.dtype)
-        params = self.network(x * mask)
+        # The spline is computed in the data's dtype (float32) under a
+        # mixed-precision policy; only the conditioner runs in float16.
+        params = ops.cast(self.network(x * mask), x.dtype)
         params = ops.reshape(params, (-1, self.event_shape[0], self._num_params))
         k = self.num_bins
         y, log_derivative = rational_quadratic_spline(

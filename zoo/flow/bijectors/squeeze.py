@@ -16,6 +16,13 @@ class Squeeze(Bijector):
     squeeze so that the next couplings, with channel masks, mix pixels that
     a checkerboard keeps apart. `Invert(Squeeze(...))` undoes it.
 
+    Args:
+        event_shape: `(H, W, C)` of one example; `H` and `W` divisible
+            by `factor`.
+        factor: the block size.
+        seed: unused (a squeeze has no weights); kept for a uniform
+            signature.
+
     Example:
 
     ```python
