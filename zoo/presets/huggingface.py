@@ -129,8 +129,8 @@ def _shards(directory):
     )
 
 
-def _read_tensors(directory, model, model_type, tie_embeddings):
-    """`[(variable, value)]` for every variable, after checking every tensor."""
+def _load_tensors(directory, model, model_type, tie_embeddings):
+    """Sets every variable of `model`, after checking every tensor."""
     from safetensors import safe_open
 
     entries = hf_convert.entries(model, model_type)
@@ -169,14 +169,18 @@ def _read_tensors(directory, model, model_type, tie_embeddings):
                         f"{os.path.basename(locations[canonical[name]])} has shape {got}; "
                         f"the config ({CONFIG_FILE}) makes it {tuple(shape)}."
                     )
-        values = []
+        # Every file and shape is known good: each variable is set as soon
+        # as its tensors are read, so that one copy at a time is held. A
+        # read that still fails (a corrupt file) raises, and the model is
+        # never returned.
         for entry in entries:
             arrays = [
                 np.asarray(handles[locations[canonical[n]]].get_tensor(canonical[n]),
                            dtype=np.float32)
                 for n in entry.names
             ]
-            values.append((entry.variable, entry.to_zoo(arrays)))
+            entry.variable.assign(entry.to_zoo(arrays))
+            del arrays
     except PresetError:
         raise
     except Exception as error:  # safetensors' own errors: corrupt or truncated file
@@ -186,7 +190,6 @@ def _read_tensors(directory, model, model_type, tie_embeddings):
     finally:
         for handle in handles.values():
             handle.__exit__(None, None, None)
-    return values
 
 
 def load_hf_checkpoint(source, load_weights=True):
@@ -229,10 +232,7 @@ def load_hf_checkpoint(source, load_weights=True):
     except ValueError as error:
         raise PresetError(f"{source!r}: the config makes no valid GPT: {error}") from None
     if load_weights:
-        values = _read_tensors(directory, model, config["model_type"],
-                               arguments["tie_embeddings"])
-        for variable, value in values:
-            variable.assign(value)
+        _load_tensors(directory, model, config["model_type"], arguments["tie_embeddings"])
     return model
 
 
