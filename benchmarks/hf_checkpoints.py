@@ -49,6 +49,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-keras-hub", action="store_true")
+    parser.add_argument("--load-only", action="store_true", help="no generation timings")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--measure-load", choices=["zoo", "transformers"],
                         help=argparse.SUPPRESS)  # the child process's job
@@ -153,6 +154,8 @@ def main(argv=None):
     print(f"load zoo: {results['load_zoo']}")
     print(f"load transformers: {results['load_transformers']}")
 
+    if args.load_only:
+        return finish(results, args)
     import zoo
 
     gpt = zoo.from_preset(args.checkpoint)
@@ -192,6 +195,10 @@ def main(argv=None):
             results[f"tokens_agree_batch_{batch}"] = agree
             line += f", KerasHub {rate:.1f} tokens/s (same tokens: {agree:.0%})"
         print(line)
+    return finish(results, args)
+
+
+def finish(results, args):
     print(json.dumps(results, indent=1))
     if args.json:
         with open(args.json, "w") as f:
