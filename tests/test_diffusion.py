@@ -228,9 +228,11 @@ def test_bad_sampling_arguments_are_clear_errors():
         model.sample(4, sampler="euler")
     with pytest.raises(ValueError, match=r"unconditional"):
         model.sample(4, labels=[0, 1, 2, 3])
-    with pytest.raises(ValueError, match=r"`guidance_scale` needs `labels`"):
+    with pytest.raises(ValueError, match=r"`guidance_scale` needs a class-conditional model"):
         model.sample(4, guidance_scale=2.0)
     conditional = tiny((2,), num_classes=3)
+    with pytest.raises(ValueError, match=r"`guidance_scale` needs `labels`"):
+        conditional.sample(4, guidance_scale=2.0)
     with pytest.raises(ValueError, match=r"`labels` must be in \[0, 2\]"):
         conditional.sample(4, labels=[0, 1, 2, 3])
 

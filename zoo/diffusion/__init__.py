@@ -1,7 +1,11 @@
-"""Diffusion models: `DDPM` with DDPM, DDIM and DPM-Solver++ samplers."""
+"""Diffusion models: `DDPM` (DDPM, DDIM and DPM-Solver++ samplers) and
+`FlowMatching` (rectified flow: Euler, Heun and midpoint samplers)."""
 
 from zoo.diffusion.ddpm import DDPM
+from zoo.diffusion.diffusion_model import DiffusionModel
+from zoo.diffusion.flow_matching import FlowMatching
+from zoo.diffusion.flow_samplers import FLOW_SAMPLERS, TIME_DENSITIES
 from zoo.diffusion.samplers import SAMPLERS
 from zoo.diffusion.schedules import SCHEDULES, alphas_cumprod
 
-__all__ = ["DDPM", "SAMPLERS", "SCHEDULES", "alphas_cumprod"]
+__all__ = ["DDPM", "DiffusionModel", "FLOW_SAMPLERS", "FlowMatching", "SAMPLERS", "TIME_DENSITIES", "SCHEDULES", "alphas_cumprod"]
