@@ -170,7 +170,7 @@ def render(browser, url, profile):
     ],
     ids=["home", "api-gan"],
 )
-def test_page_renders_in_a_browser_without_errors(server, browser, tmp_path, page, expected):
+def test_page_renders_in_a_browser_without_errors(browser, server, tmp_path, page, expected):
     base, failures = server
     failures.clear()
     dom, log = render(browser, f"{base}/{page}", tmp_path / "profile")
