@@ -78,6 +78,12 @@ def devices_run(out):
         x[3] = np.nan
         history = model.fit(x, batch_size=16, epochs=1, shuffle=False, verbose=0)
     report["skipped"] = history.history["skipped_updates"]
+    with data_parallel.scope():
+        try:  # 64 rows in batches of 10: the last has 4, and batches of 10 split
+            model.fit(toy_data(64), batch_size=10, epochs=1, verbose=0)
+            report["indivisible"] = "no error"
+        except ValueError as error:
+            report["indivisible"] = str(error)
     report["finite"] = bool(all(np.isfinite(v.numpy()).all() for v in model.trainable_variables))
     with open(os.path.join(out, "report.json"), "w") as f:
         json.dump(report, f)
@@ -113,3 +119,5 @@ def test_data_and_model_parallel_match_one_device(tmp_path):
     # Row 3 is in the first of 4 batches: that step's discriminator update
     # (its loss reads the data) is skipped, not the generator's.
     assert report["skipped"] == [1.0] and report["finite"]
+    assert "`batch_size` (10)" in report["indivisible"], report["indivisible"]
+    assert "multiples of 4" in report["indivisible"]

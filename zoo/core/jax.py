@@ -190,8 +190,51 @@ def compile_function(model, fn, seed_state, jit_compile=None):
 
 def fit_arguments(model, arguments):
     """`fit`'s arguments with the non-finite-update guard among the
-    callbacks (`GenerativeModel.fit` calls this)."""
+    callbacks, checked against a `keras.distribution` (`GenerativeModel.fit`
+    calls this)."""
+    _check_batches(arguments, "fit")
     return nonfinite.with_guard(arguments)
+
+
+def evaluate_arguments(model, arguments):
+    """`evaluate`'s arguments, checked against a `keras.distribution`."""
+    _check_batches(arguments, "evaluate")
+    return arguments
+
+
+def _check_batches(arguments, method):
+    """Under a `keras.distribution`, in-memory data whose batches (the last,
+    partial one included) do not split evenly over the devices of the batch
+    axis are a clear `ValueError` here, not an `IndivisibleError` from deep
+    inside JAX at the first odd batch."""
+    import keras
+    from keras.src.trainers.data_adapters import array_data_adapter
+
+    distribution = keras.distribution.distribution()
+    mesh = getattr(distribution, "device_mesh", None)
+    axis = getattr(distribution, "batch_dim_name", None)
+    x = arguments.get("x")
+    if mesh is None or axis not in mesh.axis_names or x is None:
+        return
+    if not array_data_adapter.can_convert_arrays(
+        (x, arguments.get("y"), arguments.get("sample_weight"))
+    ):
+        return
+    devices = mesh.shape[mesh.axis_names.index(axis)]
+    size = len(keras.tree.flatten(x)[0])
+    if method == "fit" and arguments.get("validation_split"):
+        size -= int(size * arguments["validation_split"])
+    batch = arguments.get("batch_size") or 32
+    last = size % batch
+    if batch % devices or last % devices:
+        raise ValueError(
+            f"`{method}` under {type(distribution).__name__} splits every batch "
+            f"over the {devices} devices of its {axis!r} axis: `batch_size` "
+            f"({batch}) and the last batch ({last or batch} of {size} examples) "
+            f"must be multiples of {devices}. Pass a `batch_size` that is, and "
+            "trim the data to a multiple of it (or feed a `tf.data.Dataset` "
+            "batched with `drop_remainder=True`)."
+        )
 
 
 def compile_step(model, fn, jit_compile=None):

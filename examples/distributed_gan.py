@@ -1,0 +1,109 @@
+"""Train a class-conditional GAN on the 8x8 digits on several devices or processes.
+
+The same `fit` as examples/gan_digits.py, on each backend's own engine (see
+docs/distributed.md). Run from the repository root:
+
+    # PyTorch: 2 processes (gloo on CPU, NCCL on GPUs); --batch-size per process
+    KERAS_BACKEND=torch torchrun --nproc-per-node 2 examples/distributed_gan.py
+
+    # JAX: keras.distribution.DataParallel over every device (2 virtual CPUs here)
+    KERAS_BACKEND=jax XLA_FLAGS=--xla_force_host_platform_device_count=2 \\
+        python examples/distributed_gan.py
+
+    # TensorFlow: MirroredStrategy over 2 logical CPUs, or, with TF_CONFIG set
+    # in each worker's environment, MultiWorkerMirroredStrategy
+    KERAS_BACKEND=tensorflow python examples/distributed_gan.py --logical-cpus 2
+
+Every process runs this script; rank 0 alone prints, saves the preset and
+writes the PNG grid (one row per digit).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+# So that the example runs from a checkout without installing the package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from zoo.core import distributed  # noqa: E402
+from zoo.data import digits  # noqa: E402
+from zoo.gan import ConditionalGAN  # noqa: E402
+from zoo.images import save_image_grid  # noqa: E402
+
+
+def strategy_scope(backend, logical_cpus):
+    """The scope the model is built in: JAX's DataParallel, TensorFlow's
+    strategy; nothing on PyTorch (torchrun's environment is enough)."""
+    if backend == "jax":
+        import jax
+
+        keras.distribution.set_distribution(
+            keras.distribution.DataParallel(devices=jax.devices()))
+    if backend != "tensorflow":
+        import contextlib
+
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy().scope()
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * logical_cpus)
+    return tf.distribute.MirroredStrategy(
+        [f"/cpu:{i}" for i in range(logical_cpus)]).scope()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="per process on PyTorch; global on JAX and TensorFlow")
+    parser.add_argument("--logical-cpus", type=int, default=2,
+                        help="TensorFlow's MirroredStrategy replicas (no TF_CONFIG)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="out/distributed_gan")
+    args = parser.parse_args()
+    if args.epochs < 1 or args.batch_size < 1 or args.logical_cpus < 1:
+        parser.error("--epochs, --batch-size and --logical-cpus must be >= 1")
+    backend = keras.backend.backend()
+
+    images, labels = digits("all")
+    # Whole batches only: on JAX and TensorFlow each batch splits evenly
+    # over the devices.
+    keep = len(images) // args.batch_size * args.batch_size
+    images, labels = images[:keep], labels[:keep]
+    with strategy_scope(backend, args.logical_cpus):
+        model = ConditionalGAN(data_shape=images.shape[1:], num_classes=10,
+                               filters=32, seed=args.seed)
+        model.compile(optimizer={
+            player: keras.optimizers.Adam(1e-3, beta_1=0.0, beta_2=0.9)
+            for player in ("generator", "discriminator")
+        })
+    start = time.perf_counter()
+    history = model.fit(images, labels, batch_size=args.batch_size, epochs=args.epochs,
+                        verbose=2)
+    seconds = time.perf_counter() - start
+
+    # Every process computes the samples (same seed, same weights); rank 0 writes.
+    samples = model.sample(100, seed=args.seed, labels=np.arange(100) // 10 % 10)
+    model.save_to_preset(os.path.join(args.out, "preset"))
+    if distributed.is_chief():
+        path = save_image_grid(samples, os.path.join(args.out, "samples.png"),
+                               num_columns=10, scale=4)
+        print(json.dumps({
+            "backend": backend, "processes": distributed.process_count(),
+            "epochs": args.epochs, "seconds": round(seconds, 1),
+            "final_loss": round(float(history.history["loss"][-1]), 4),
+            "skipped_updates": float(history.history["skipped_updates"][-1]),
+            "grid": os.path.abspath(path),
+        }))
+
+
+if __name__ == "__main__":
+    main()
