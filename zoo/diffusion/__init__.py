@@ -8,4 +8,4 @@ from zoo.diffusion.flow_samplers import FLOW_SAMPLERS, TIME_DENSITIES
 from zoo.diffusion.samplers import SAMPLERS
 from zoo.diffusion.schedules import SCHEDULES, alphas_cumprod
 
-__all__ = ["DDPM", "DiffusionModel", "FLOW_SAMPLERS", "FlowMatching", "SAMPLERS", "TIME_DENSITIES", "SCHEDULES", "alphas_cumprod"]
+__all__ = ["DDPM", "FLOW_SAMPLERS", "FlowMatching", "SAMPLERS", "TIME_DENSITIES", "SCHEDULES", "alphas_cumprod"]
