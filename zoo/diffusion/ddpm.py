@@ -36,8 +36,12 @@ class DDPM(DiffusionModel):
         num_classes: enables class conditioning with classifier-free
             guidance; `fit(x, labels)` then.
         label_dropout: share of training labels replaced by "no label".
-        denoiser: your own Keras model taking `[x_t, t]` (plus `labels` when
-            conditional) and returning a tensor shaped like `x_t`.
+        denoiser: `"mlp"`, `"unet"`, `"dit"` (`zoo.layers.dit.DiT`), None
+            (MLP for vectors, U-Net for images), or your own Keras model
+            taking `[x_t, t]` (plus `labels` when conditional) and returning
+            a tensor shaped like `x_t`.
+        denoiser_options: keyword arguments for the chosen denoiser's
+            builder (e.g. `{"patch_size": 2, "hidden_dim": 64}` for the DiT).
         ema_decay: decay of the exponential moving average of the
             denoiser's weights kept during training (None: no average),
             warmed up as `min(ema_decay, (1 + n) / (10 + n))` after n updates.
@@ -45,6 +49,11 @@ class DDPM(DiffusionModel):
             swaps it in for anything else (evaluation, saving a preset).
         hidden_units, num_blocks: the default MLP denoiser.
         channels, channel_multipliers, num_res_blocks: the default U-Net.
+        seed: seeds the denoiser's initial weights and the training noise.
+
+    `log_prob(x)` integrates the probability-flow ODE (DDIM's) with the
+    change of variables (see `DiffusionModel.log_prob`): the density of `x`
+    at timestep 0.
 
     Calling the model, `model([x_t, t])` (or `[x_t, t, labels]`), returns
     the denoiser's prediction.
