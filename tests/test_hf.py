@@ -148,10 +148,8 @@ def test_logits_and_greedy_generation_match_transformers(hf, loaded, name):
     assert is_hf_checkpoint(ref["dir"])
     np.testing.assert_allclose(logits(gpt, ref["tokens"]), ref["logits"],
                                atol=1e-4, rtol=0)
-    # Eagerly decoded here (compiled decoding is checked against eager in
-    # test_transformer.py): 32 greedy tokens, exactly transformers' tokens.
-    tokens = gpt.generate(ref["tokens"][:, :5], max_new_tokens=32, temperature=0,
-                          jit_compile=False)
+    # 32 greedy tokens, exactly transformers' tokens.
+    tokens = gpt.generate(ref["tokens"][:, :5], max_new_tokens=32, temperature=0)
     np.testing.assert_array_equal(tokens, ref["greedy"])
 
 
@@ -208,7 +206,7 @@ def test_tokenizer_padding_special_tokens_and_text_generation(hf, loaded):
         tokenizer.encode_batch(["the quick brown fox"], max_length=3)
     with pytest.raises(ValueError, match="no pad_token"):
         gpt.tokenizer.encode_batch(["a", "bc"])
-    text = gpt.generate("hello wörld", max_new_tokens=6, temperature=0, jit_compile=False)
+    text = gpt.generate("hello wörld", max_new_tokens=6, temperature=0)
     assert isinstance(text, str) and text.startswith("hello wörld") and "<s>" not in text
 
 

@@ -457,12 +457,9 @@ def test_trains_and_generates_under_mixed_precision(policy):
     assert np.isfinite(history.history["loss"]).all()
     assert {v.dtype for v in gpt.weights} == {"float32"}
     prompt = markov_tokens(2, length=3)
-    # Eager decoding (compiled decoding computes the same: see
-    # test_compiled_steps_agree), with and without the key/value cache.
-    for use_cache in (True, False):
-        tokens = gpt.generate(prompt, max_new_tokens=4, seed=0, use_cache=use_cache,
-                              jit_compile=False)
-        assert tokens.shape == (2, 7) and tokens.min() >= 0 and tokens.max() < VOCAB
+    # The key/value cache's update mixed float32 and half precision.
+    tokens = gpt.generate(prompt, max_new_tokens=3, seed=0)
+    assert tokens.shape == (2, 6) and tokens.min() >= 0 and tokens.max() < VOCAB
 
 
 def test_parallel_residual_partial_rotary_and_grouped_attention_decode_consistently():
