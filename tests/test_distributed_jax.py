@@ -121,3 +121,4 @@ def test_data_and_model_parallel_match_one_device(tmp_path):
     assert report["skipped"] == [1.0] and report["finite"]
     assert "`batch_size` (10)" in report["indivisible"], report["indivisible"]
     assert "multiples of 4" in report["indivisible"]
+

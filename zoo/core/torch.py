@@ -40,8 +40,8 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
         p.grad = None
     guarded = nonfinite.guarded(optimizer)
     state = nonfinite.state_variables(model) if guarded else []
-    with torch.no_grad():
-        before = [v.value.clone() for v in state]
+    with torch.no_grad():  # (one fused copy of the statistics)
+        before = torch._foreach_mul([v.value for v in state], 1.0) if state else []
     with torch.enable_grad():
         loss = loss_fn()
         optimizer.scale_loss(loss).backward(inputs=params)
