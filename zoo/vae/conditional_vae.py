@@ -33,7 +33,7 @@ class ConditionalVAE(VAE):
     cvae = ConditionalVAE(data_shape=(8, 8, 1), num_classes=10, latent_dim=4,
                           num_levels=17, seed=0)
     cvae.compile()
-    cvae.fit(images, labels, batch_size=64, epochs=2, verbose=0)
+    cvae.fit(images[:256], labels[:256], batch_size=64, epochs=1, verbose=0)
     sevens = cvae.sample(8, labels=7, seed=0)  # (8, 8, 8, 1)
     ```
     """

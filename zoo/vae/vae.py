@@ -64,8 +64,8 @@ class VAE(GenerativeModel):
     images, _ = digits("train")
     vae = VAE(data_shape=(8, 8, 1), latent_dim=8, num_levels=17, seed=0)
     vae.compile()
-    vae.fit(images, batch_size=64, epochs=2, verbose=0)
-    nll = -vae.log_prob(images[:32], num_importance_samples=100).mean()
+    vae.fit(images[:256], batch_size=64, epochs=1, verbose=0)
+    nll = -vae.log_prob(images[:16], num_importance_samples=10).mean()
     samples = vae.sample(16, seed=0)  # (16, 8, 8, 1) in [-1, 1]
     ```
     """

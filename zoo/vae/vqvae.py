@@ -74,9 +74,9 @@ class VQVAE(GenerativeModel):
     vq = VQVAE(data_shape=(8, 8, 1), num_codes=32, code_dim=8, num_levels=17,
                ema_decay=0.95, seed=0)
     vq.compile()
-    vq.fit(images, batch_size=64, epochs=2, verbose=0)
-    codes = vq.encode(images[:4])        # (4, 4, 4) integer codes
-    stats = vq.codebook_usage(images)    # usage, perplexity, counts
+    vq.fit(images[:256], batch_size=64, epochs=1, verbose=0)
+    codes = vq.encode(images[:4])           # (4, 4, 4) integer codes
+    stats = vq.codebook_usage(images[:256]) # usage, perplexity, counts
     ```
     """
 
