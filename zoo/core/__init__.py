@@ -128,8 +128,9 @@ def compiles_steps(jit_compile, num_steps, steps_before=0, compiled_before=False
 
 from zoo.core.multi_optimizer import MultiOptimizer  # noqa: E402
 from zoo.core.model import GenerativeModel  # noqa: E402
+from zoo.core.nonfinite import NonFiniteUpdateError  # noqa: E402
 
 __all__ = [
-    "GenerativeModel", "LONG_FIT", "LONG_LOOP", "MultiOptimizer", "TRACE_FIT", "backend_module", "backend_name",
+    "GenerativeModel", "LONG_FIT", "LONG_LOOP", "MultiOptimizer", "NonFiniteUpdateError", "TRACE_FIT", "backend_module", "backend_name",
     "compile_loop", "compile_step", "compiles_steps",
 ]

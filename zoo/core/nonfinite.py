@@ -32,7 +32,20 @@ DEFAULT_MAX_CONSECUTIVE_SKIPS = 10
 
 
 class NonFiniteUpdateError(RuntimeError):
-    """Raised by `fit` after too many consecutive steps with skipped updates."""
+    """Raised by `fit` after `model.max_consecutive_skips` consecutive steps
+    whose updates were skipped because their gradients were not finite.
+
+    Example:
+
+    ```python
+    from zoo.core import NonFiniteUpdateError
+
+    try:
+        raise NonFiniteUpdateError("10 consecutive steps skipped")
+    except NonFiniteUpdateError as error:
+        print(error)
+    ```
+    """
 
 
 def guarded(optimizer):

@@ -4,8 +4,8 @@ kwargs), golden probe)`.
 
     KERAS_BACKEND=jax python -m zoo.presets.build fm_ring
 
-(or, before `zoo.presets.build` lists the recipe,
-`KERAS_BACKEND=jax python -m zoo.diffusion.presets fm_ring`.)
+(`zoo.presets.build` lists these recipes; `python -m zoo.diffusion.presets
+fm_ring` does the same.)
 """
 
 import sys

@@ -28,6 +28,7 @@ import keras
 import numpy as np
 
 from zoo.core import backend_name
+from zoo.diffusion.presets import fm_ring
 from zoo.presets import checks
 from zoo.presets.sources import BUILTIN_DIR
 
@@ -139,6 +140,7 @@ RECIPES = {
     "nsf_moons": (nsf_moons, "tensorflow"),
     "ddpm_ring": (ddpm_ring, "jax"),
     "gpt_markov": (gpt_markov, "tensorflow"),
+    "fm_ring": (fm_ring, "jax"),
 }
 
 
