@@ -236,11 +236,14 @@ def test_fit_rejects_out_of_range_and_non_integer_labels(cls):
     model = cls((2,), num_classes=3, hidden_units=8, num_blocks=1, seed=0)
     model.compile()
     x = np.zeros((8, 2), "float32")
-    for labels, match in [(np.full(8, 3), r"must be in \[0, 2\]"),
-                          (np.full(8, -1), r"must be in \[0, 2\]"),
-                          (np.full(8, 1.5, "float32"), r".*non-integer")]:
-        with pytest.raises(ValueError, match=r"`y` \(the labels\) " + match):
+    for labels, match in [(np.full(8, 3), r"in \[0, 3\).*received 3"),
+                          (np.full(8, -1), r"in \[0, 3\).*received -1"),
+                          (np.full(8, 1.5, "float32"), r"non-integer values")]:
+        with pytest.raises(ValueError, match=r"`y` must be .*" + match):
             model.fit(x, labels, batch_size=8, verbose=0)
+        # Batches from a generator are checked as they come.
+        with pytest.raises(ValueError, match=r"`y` must be .*" + match):
+            model.fit((batch for batch in [(x, labels)]), steps_per_epoch=1, verbose=0)
     model.fit(x, np.full(8, 2.0, "float32"), batch_size=8, epochs=1, verbose=0)
 
 

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from zoo.core import LONG_LOOP, GenerativeModel, compile_step, compiles_steps
+from zoo.core import LONG_LOOP, GenerativeModel, compile_step, compiles_steps, validators
 from zoo.layers.denoisers import mlp_denoiser, unet_denoiser
 from zoo.layers.dit import DiT
 
@@ -183,33 +183,11 @@ class DiffusionModel(GenerativeModel):
     # ------------------------------------------------------------------
     # Labels, conditioning and EMA.
 
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit`; a conditional model's labels are checked first
-        (integers in [0, num_classes - 1]) when given as arrays."""
-        if self.num_classes and y is not None and hasattr(y, "shape"):
-            self._check_fit_labels(y)
-        return super().fit(x, y, *args, **kwargs)
-
-    def _check_fit_labels(self, y):
-        labels = np.asarray(ops.convert_to_numpy(y))
-        if labels.size == 0:
-            return
-        if np.issubdtype(labels.dtype, np.floating):
-            if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
-                raise ValueError(
-                    "`y` (the labels) must hold integers in "
-                    f"[0, {self.num_classes - 1}]; received non-integer values."
-                )
-        elif not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(
-                f"`y` (the labels) must hold integers; received dtype {labels.dtype}."
-            )
-        if labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(
-                f"`y` (the labels) must be in [0, {self.num_classes - 1}] for "
-                f"num_classes={self.num_classes}; received values from "
-                f"{labels.min()} to {labels.max()}."
-            )
+    def validate_labels(self, y):
+        """`fit` and `evaluate` refuse labels that are not classes in
+        `[0, num_classes)`, before training (see `GenerativeModel`)."""
+        if self.num_classes and y is not None:
+            validators.check_labels(y, self.num_classes, name="y")
 
     def _training_labels(self, y, n):
         if not self.num_classes:
