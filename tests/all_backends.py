@@ -9,11 +9,17 @@ e.g. ``python tests/all_backends.py tests/test_data.py -x -k moons``.
 Each run gets ``KERAS_BACKEND`` (which Keras reads after, and so in preference
 to, ``~/.keras/keras.json``), a fresh empty ``KERAS_HOME`` so no user config
 or cache leaks in, and ``TF_CPP_MIN_LOG_LEVEL=2`` to quiet TensorFlow's C++ logs.
-Output streams as it comes; a summary table follows. The exit status is 0 only
+With pytest-xdist installed (the `test` extra) and no `-n` given, the tests
+of each backend run in `min(cores, 4)` worker processes, one test file per
+worker at a time (`-n N --dist loadfile`; pass `-n 0` to run in one
+process), and unless `OMP_NUM_THREADS` is set each worker's native thread
+pools get `cores // workers` threads, so that the workers do not oversubscribe
+the cores. Output streams as it comes; a summary table follows. The exit status is 0 only
 if every backend's pytest passed; "no tests collected" (pytest's status 5)
 counts as a failure.
 """
 
+import importlib.util
 import os
 import pathlib
 import re
@@ -64,6 +70,17 @@ def absolutize(args):
     return out
 
 
+def workers(pytest_args):
+    """How many pytest-xdist workers to add (0: none): `min(cores, 4)` when
+    xdist is installed and the arguments choose no `-n` themselves."""
+    if any(a.startswith(("-n", "--numprocesses")) for a in pytest_args):
+        return 0
+    cores = os.cpu_count() or 1
+    if cores < 2 or importlib.util.find_spec("xdist") is None:
+        return 0
+    return min(cores, 4)
+
+
 def run_one(backend, pytest_args):
     """Run pytest under ``backend``; return (exit status, summary line, seconds)."""
     print(f"\n{'=' * 30} KERAS_BACKEND={backend} {'=' * 30}", flush=True)
@@ -71,6 +88,10 @@ def run_one(backend, pytest_args):
         env = dict(
             os.environ, KERAS_BACKEND=backend, KERAS_HOME=keras_home, TF_CPP_MIN_LOG_LEVEL="2"
         )
+        count = workers(pytest_args)
+        if count:
+            pytest_args = ["-n", str(count), "--dist", "loadfile", *pytest_args]
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // count)))
         start = time.perf_counter()
         summary = ""
         with subprocess.Popen(
