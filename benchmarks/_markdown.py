@@ -55,7 +55,8 @@ def command(argv=None):
     return " ".join([*env, "python", shlex.quote(script), *map(shlex.quote, args)])
 
 
-def _cpu_name():
+def cpu_name():
+    """The CPU's model name, e.g. "AMD EPYC 7B13"."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -100,7 +101,7 @@ def environment():
     module = importlib.import_module(_BACKEND_MODULES.get(backend, backend))
     accelerators = _accelerators() or "no GPU"
     return (
-        f"{_cpu_name()} ({os.cpu_count()} CPUs), {accelerators}; "
+        f"{cpu_name()} ({os.cpu_count()} CPUs), {accelerators}; "
         f"{platform.system()} {platform.release()}; Python {platform.python_version()}, "
         f"Keras {keras.__version__}, {backend} {getattr(module, '__version__', '?')}, "
         f"NumPy {numpy.__version__}"

@@ -36,6 +36,8 @@ import tempfile
 import threading
 import time
 
+import _markdown
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "gan_digits.py")
 SETTINGS = ("default", "one", "zoo")
@@ -48,17 +50,6 @@ def runnable_tasks():
             return int(f.read().split()[3].split("/")[0])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def default_threads():
@@ -151,7 +142,7 @@ def main(argv=None):
 
     threads = default_threads()
     machine = {
-        "cpu": cpu_model(),
+        "cpu": _markdown.cpu_name(),
         "cores_available": len(os.sched_getaffinity(0)),
         "torch_default_threads": threads,
         "python": platform.python_version(),

@@ -18,6 +18,7 @@ from keras import ops
 
 from zoo.core import LONG_LOOP, GenerativeModel, compile_step, compiles_steps, validators
 from zoo.layers.denoisers import mlp_denoiser, unet_denoiser
+from zoo.layers.networks import check_data_shape
 from zoo.layers.dit import DiT
 
 DENOISERS = ("mlp", "unet", "dit")
@@ -87,21 +88,7 @@ class DiffusionModel(GenerativeModel):
         **kwargs,
     ):
         super().__init__(seed=seed, **kwargs)
-        try:
-            shape = tuple(data_shape)
-        except TypeError:
-            shape = None
-        if (
-            shape is None
-            or len(shape) not in (1, 3)
-            or not all(isinstance(d, (numbers.Integral, np.integer))
-                       and not isinstance(d, bool) and d >= 1 for d in shape)
-        ):
-            raise ValueError(
-                "`data_shape` must be (d,) for vectors or (height, width, channels) "
-                f"for images, positive integers; received data_shape={data_shape!r}."
-            )
-        data_shape = tuple(int(d) for d in shape)
+        data_shape = check_data_shape(data_shape)
         if num_classes is not None:
             num_classes = check_int(num_classes, "num_classes")
         label_dropout = check_number(label_dropout, "label_dropout", 0.0)
