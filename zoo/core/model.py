@@ -8,8 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from zoo.core import backend_module, distributed, nonfinite
-from zoo.core import validators
+from zoo.core import backend_module, distributed, nonfinite, validators
 from zoo.core.multi_optimizer import MultiOptimizer
 
 
