@@ -1,6 +1,9 @@
 """Embedded data sets: nothing to download, nothing backend-specific.
 
 - ``digits``: scikit-learn's 8x8 handwritten digits in [-1, 1], fixed split.
+- ``captioned_digits``: the digits with captions naming the digit and its
+  stroke thickness, slant and size measured from the pixels, with held-out
+  phrasings (``caption_vocabulary`` lists their words).
 - 2-D toy densities with exact log-densities and known entropies: ``Ring``,
   ``Grid``, ``TwoMoons``, ``SwissRoll`` (or ``toy_density(name)``), and
   ``mode_coverage`` for counting the modes a generator reaches.
@@ -18,6 +21,16 @@ Example:
     >>> tokens = data.MarkovText().sequences(32, 128, seed=0)
 """
 
+from zoo.data.captioned import (
+    ATTRIBUTE_WORDS,
+    DIGIT_WORDS,
+    HELDOUT_TEMPLATES,
+    TRAIN_TEMPLATES,
+    CaptionedDigits,
+    caption_vocabulary,
+    captioned_digits,
+    measure_attributes,
+)
 from zoo.data.digits import DIGITS_NUM_TEST, digits
 from zoo.data.text import (
     MARKOV_ALPHABET,
@@ -42,6 +55,14 @@ from zoo.data.toy import (
 __all__ = [
     "digits",
     "DIGITS_NUM_TEST",
+    "captioned_digits",
+    "CaptionedDigits",
+    "caption_vocabulary",
+    "measure_attributes",
+    "ATTRIBUTE_WORDS",
+    "DIGIT_WORDS",
+    "TRAIN_TEMPLATES",
+    "HELDOUT_TEMPLATES",
     "ToyDensity",
     "GaussianMixture",
     "Ring",
