@@ -40,13 +40,14 @@ from zoo.presets.format import save_to_preset
 from zoo.presets.sources import builtin_names, locate, resolve
 from zoo.presets.sources import huggingface as _huggingface_module
 
-_FAMILIES = ("gan", "vae", "flow", "diffusion", "transformer")
+_FAMILIES = ("gan", "vae", "flow", "diffusion", "transformer", "multimodal")
 
 
 def list_presets(family=None):
     """Names of the built-in presets, sorted; only `family`'s if given.
 
-    `family` is one of "gan", "vae", "flow", "diffusion", "transformer".
+    `family` is one of "gan", "vae", "flow", "diffusion", "transformer",
+    "multimodal".
     """
     if family is not None and family not in _FAMILIES:
         raise ValueError(

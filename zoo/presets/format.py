@@ -123,7 +123,7 @@ def family_of(model_or_class):
     cls = model_or_class if isinstance(model_or_class, type) else type(model_or_class)
     parts = cls.__module__.split(".")
     if parts[0] == "zoo" and len(parts) > 1 and parts[1] in (
-        "gan", "vae", "flow", "diffusion", "transformer"
+        "gan", "vae", "flow", "diffusion", "transformer", "multimodal"
     ):
         return parts[1]
     return "custom"
