@@ -375,6 +375,16 @@ class CLIP(GenerativeModel):
         prompts most similar to it, best first."""
         return self._top_k(self.similarity(images, prompts), k)
 
+    def sample(self, num_samples, seed=None, **kwargs):
+        """CLIP draws no samples: it scores images against text. A
+        `ValueError` saying so (the zoo's command line and tools call
+        `sample` on every model)."""
+        raise ValueError(
+            "CLIP is not a generator: it embeds images and text (encode_image, "
+            "encode_text) to classify, retrieve and score them; it has no samples. "
+            "To make images from text, use a text-conditioned diffusion model."
+        )
+
     # ------------------------------------------------------------------
     # Config.
 
