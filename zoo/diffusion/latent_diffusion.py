@@ -2,6 +2,7 @@
 
 import inspect
 import math
+import numbers
 
 import keras
 import numpy as np
@@ -132,7 +133,7 @@ class LatentDiffusion(GenerativeModel):
         if latents not in LATENTS:
             raise ValueError(f"`latents` must be one of {LATENTS}; received {latents!r}.")
         if scaling_factor is not None:
-            if (isinstance(scaling_factor, bool) or not isinstance(scaling_factor, (int, float))
+            if (isinstance(scaling_factor, bool) or not isinstance(scaling_factor, numbers.Real)
                     or not math.isfinite(scaling_factor) or scaling_factor <= 0):
                 raise ValueError("`scaling_factor` must be None (computed from the data) "
                                  f"or a positive number; received {scaling_factor!r}.")
@@ -158,10 +159,10 @@ class LatentDiffusion(GenerativeModel):
                 f"diffusion={diffusion!r}; it takes {sorted(accepted)} "
                 f"(the {cls.__name__} arguments) and {list(_MODEL_KWARGS)}."
             )
-        # Its own seed: the same one would make its training noise repeat
-        # the latent draws of this model's generator.
         if "dtype" in model_kwargs:  # a mixed-precision policy reaches the denoiser
             kwargs["dtype"] = model_kwargs["dtype"]
+        # Its own seed: the same one would make its training noise repeat
+        # the latent draws of this model's generator.
         self.diffusion = cls(self.latent_shape, seed=validators.derive_seed(seed, 7919),
                              name="diffusion", **kwargs)
         # Built: its denoiser is (DiffusionModel leaves that to compile).
@@ -399,7 +400,11 @@ class LatentDiffusion(GenerativeModel):
             return
         updates = ops.cast(self.optimizer.iterations, "float32")
         decay = ops.minimum(inner.ema_decay, (1.0 + updates) / (10.0 + updates))
-        for average, v in zip(inner.ema, inner.denoiser.trainable_variables):
+        # The variables the inner model averages (`_averaged_variables`
+        # where it has one: the denoiser, and a trained text encoder).
+        averaged = getattr(inner, "_averaged_variables", None)
+        variables = averaged() if averaged else inner.denoiser.trainable_variables
+        for average, v in zip(inner.ema, variables):
             average.assign(decay * average + (1.0 - decay) * ops.cast(v, average.dtype))
 
     def validate_labels(self, y):
@@ -537,7 +542,10 @@ class LatentDiffusion(GenerativeModel):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("autoencoder", "denoiser"):
-            if isinstance(config.get(key), dict):
-                config[key] = keras.saving.deserialize_keras_object(config[key])
+        for key, value in config.items():
+            # The autoencoder and the inner model's Keras objects (a custom
+            # denoiser, a text encoder), serialized by `get_config`.
+            if isinstance(value, dict) and "class_name" in value and "config" in value \
+                    and key != "dtype":
+                config[key] = keras.saving.deserialize_keras_object(value)
         return cls(**config)
