@@ -100,15 +100,21 @@ def test_fit_refuses_bad_labels_before_training(name, bad, message):
     assert all(np.array_equal(a, b) for a, b in zip(before, _weights(model)))
 
 
-def test_generator_labels_are_checked_batch_by_batch():
+@pytest.fixture(scope="module")
+def conditional_gan():
     model = CONDITIONAL["conditional_gan"]()
     model.compile()
+    return model
+
+
+def test_generator_labels_are_checked_batch_by_batch(conditional_gan):
+    model = conditional_gan
 
     def batches():
         yield VECTORS[:16], LABELS[:16]
         yield VECTORS[16:], np.full((16,), 7, "int32")  # the second batch is bad
 
-    with pytest.raises(ValueError, match=r"`y`.*received 7"):
+    with pytest.raises(ValueError, match=r"Batch 1 of `x`: `y`.*received 7"):
         model.fit(batches(), epochs=1, steps_per_epoch=2, verbose=0)
 
 
@@ -122,6 +128,79 @@ def test_dataset_first_batch_is_checked():
     empty = tf.data.Dataset.from_tensor_slices((VECTORS[:0], LABELS[:0])).batch(16)
     with pytest.raises(ValueError, match="no batches"):
         model.fit(empty, epochs=1, verbose=0)
+
+
+# Every batch of a `tf.data.Dataset`, a `PyDataset` and a `DataLoader`: three
+# batches of 16, the bad label in the last one.
+BAD_LABELS = LABELS.copy()
+BAD_LABELS[-1] = 7
+MORE_VECTORS = np.concatenate([VECTORS, VECTORS[:16]])
+
+
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, labels):
+        super().__init__()
+        self.labels = labels
+        self.epochs_ended = 0
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, index):
+        rows = slice(16 * index, 16 * index + 16)
+        return MORE_VECTORS[rows], self.labels[rows]
+
+    def on_epoch_end(self):
+        self.epochs_ended += 1
+
+
+def _source(kind, labels):
+    labels = np.concatenate([LABELS[:16], labels])  # the first batch is good
+    if kind == "tf.data":
+        tf = pytest.importorskip("tensorflow")
+        return tf.data.Dataset.from_tensor_slices((MORE_VECTORS, labels)).batch(16)
+    if kind == "PyDataset":
+        return _Batches(labels)
+    torch = pytest.importorskip("torch")
+    data = torch.utils.data.TensorDataset(torch.tensor(MORE_VECTORS), torch.tensor(labels))
+    return torch.utils.data.DataLoader(data, batch_size=16)
+
+
+class _CountBatches(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+
+@pytest.mark.parametrize("kind", ["tf.data", "PyDataset", "DataLoader"])
+def test_every_batch_of_a_data_source_is_checked(conditional_gan, kind):
+    model = conditional_gan
+    good, bad = _source(kind, LABELS), _source(kind, BAD_LABELS)
+    attributes = dict(vars(bad)) if kind != "tf.data" else None
+    refused = r"Batch 2 of `{}`: `y` must be class labels in \[0, 3\).*received 7"
+    with pytest.raises(ValueError, match=refused.format("x")):
+        model.fit(bad, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=refused.format("x")):
+        model.evaluate(bad, verbose=0)
+    if kind == "PyDataset":  # (the same wrapping for every kind)
+        with pytest.raises(ValueError, match=refused.format("validation_data")):
+            model.fit(good, validation_data=bad, epochs=1, verbose=0)
+    # The model keeps finite weights, and good data trains as many steps.
+    assert all(np.isfinite(w).all() for w in _weights(model))
+    counter = _CountBatches()
+    ended = getattr(good, "epochs_ended", 0)
+    history = model.fit(good, epochs=1, verbose=0, callbacks=[counter])
+    ended = getattr(good, "epochs_ended", 0) - ended
+    assert counter.batches == 3 and np.isfinite(history.history["loss"]).all()
+    assert model.evaluate(good, verbose=0, return_dict=True)["loss"] > 0
+    if attributes is not None:  # the user's own object is left as it was
+        assert {k: v for k, v in vars(bad).items() if k != "epochs_ended"} == {
+            k: v for k, v in attributes.items() if k != "epochs_ended"
+        }
+    if kind == "PyDataset":
+        assert ended >= 1  # `on_epoch_end` still reaches it
 
 
 def test_check_labels():

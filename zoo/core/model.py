@@ -1,5 +1,6 @@
 """`GenerativeModel`: a training step written once, run on every backend."""
 
+import contextlib
 import functools
 import inspect
 import warnings
@@ -41,9 +42,65 @@ def _arguments(signature, model, args, kwargs, hook):
         )
     # Eager checks of the data and labels (shape, dtype, documented range,
     # classes) before any step: a compiled step cannot raise on values.
-    model._inspect_inputs(arguments)
+    checks = model._inspect_inputs(arguments)
+    sources = [
+        key for key in ("x", "validation_data")
+        if checks is not None and validators.is_batch_source(arguments.get(key))
+    ]
+    if checks is not None and hasattr(model, "jax_state_sync"):
+        arguments = _with_callback(arguments, _KeepJaxState(training=hook == "fit_arguments"))
     adjust = getattr(backend_module(), hook, None)
-    return arguments if adjust is None else adjust(model, arguments)
+    arguments = arguments if adjust is None else adjust(model, arguments)
+    # Then every batch of a dataset, `PyDataset` or `DataLoader` as it is
+    # read, wrapped after the backend's own rewrapping (this process's
+    # shard under `torchrun`).
+    for key in sources:
+        arguments[key] = checks.wrap(arguments[key], name=key)
+    return arguments, checks
+
+
+def _with_callback(arguments, callback):
+    callbacks = arguments.get("callbacks")
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        return arguments
+    return {**arguments, "callbacks": [*(callbacks or []), callback]}
+
+
+class _KeepJaxState(keras.callbacks.Callback):
+    """Keras's JAX trainer empties the model's variables while their values
+    are threaded through the steps, and refills them from the state of the
+    last step (`_jax_state`): `fit` at its end, even after an error,
+    `evaluate` only when it completes. A batch refused as the first step of
+    an epoch reads it (a data source checked batch by batch, shuffled) came
+    before any step state, and left the model without weights; so the
+    values the variables hold at the start of each epoch and evaluation
+    stand as that state until the first step replaces it (references, no
+    copies: no step has run on them)."""
+
+    def _record(self, optimizer):
+        model = self.model
+        if not getattr(model, "_jax_state_synced", False):
+            return
+        state = {
+            "trainable_variables": [v.value for v in model.trainable_variables],
+            "non_trainable_variables": [v.value for v in model.non_trainable_variables],
+            "metrics_variables": [v.value for v in model.metrics_variables],
+        }
+        if optimizer and model.optimizer is not None:
+            state["optimizer_variables"] = [v.value for v in model.optimizer.variables]
+        model._jax_state = state
+
+    def __init__(self, training):
+        super().__init__()
+        self.training = training
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.training:
+            self._record(optimizer=True)
+
+    def on_test_begin(self, logs=None):
+        if not self.training:  # (`fit`'s validation: Keras's own state)
+            self._record(optimizer=False)
 
 
 class GenerativeModel(keras.Model):
@@ -542,13 +599,32 @@ class GenerativeModel(keras.Model):
 
     @functools.wraps(keras.Model.fit)  # its signature and docstring
     def fit(self, *args, **kwargs):
-        return super().fit(**_arguments(_FIT_SIGNATURE, self, args, kwargs, "fit_arguments"))
+        arguments, checks = _arguments(_FIT_SIGNATURE, self, args, kwargs, "fit_arguments")
+        with self._refusals(checks):
+            return super().fit(**arguments)
 
     @functools.wraps(keras.Model.evaluate)
     def evaluate(self, *args, **kwargs):
-        return super().evaluate(
-            **_arguments(_EVALUATE_SIGNATURE, self, args, kwargs, "evaluate_arguments")
+        arguments, checks = _arguments(
+            _EVALUATE_SIGNATURE, self, args, kwargs, "evaluate_arguments"
         )
+        with self._refusals(checks):
+            return super().evaluate(**arguments)
+
+    @contextlib.contextmanager
+    def _refusals(self, checks):
+        """Around `fit` and `evaluate`: a batch refused by the checks comes out
+        as its `ValueError` (`BatchChecks.reraise`), and on JAX the model
+        keeps its weights after any error (Keras's `evaluate` leaves them
+        emptied; see `_KeepJaxState`)."""
+        try:
+            with checks.reraise() if checks is not None else contextlib.nullcontext():
+                yield
+        except BaseException:
+            sync = getattr(self, "jax_state_sync", None)
+            if sync is not None:
+                sync()
+            raise
 
     def __setattr__(self, name, value):
         # Keras's JAX trainer stores the live state here after every step;
@@ -677,14 +753,21 @@ class GenerativeModel(keras.Model):
     def _inspect_inputs(self, arguments):
         """Eager checks of `fit`'s or `evaluate`'s data and labels (see
         `zoo.core.validators.inspect_inputs`); a generator is replaced by
-        one that checks every batch. Also resolves the callbacks'
-        `mode="auto"` (`_resolve_monitor_modes`)."""
+        one that checks every batch. Returns the `BatchChecks` that then
+        checks every batch of a dataset, `PyDataset` or `DataLoader`, or
+        None for `fit`'s own validation (checked by `fit`). Also resolves
+        the callbacks' `mode="auto"` (`_resolve_monitor_modes`)."""
         self._resolve_monitor_modes(arguments.get("callbacks"))
+        if arguments.get("_use_cached_eval_dataset"):
+            # `fit`'s validation at the end of an epoch: Keras reads the
+            # data `fit` prepared, already checked (and wrapped) there.
+            return None
 
         def check(x, y):
             self.validate_data(x)
             self.validate_labels(y)
 
+        check = validators.BatchChecks(check)
         if "x" in arguments:
             arguments["x"] = validators.inspect_inputs(
                 check, arguments["x"], arguments.get("y")
@@ -697,6 +780,7 @@ class GenerativeModel(keras.Model):
             arguments["validation_data"] = validators.inspect_inputs(
                 check, validation, name="validation_data"
             )
+        return check
 
     def _check_logs(self, logs, training):
         if not isinstance(logs, dict):

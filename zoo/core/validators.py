@@ -1,16 +1,21 @@
 """Eager checks of what users hand the zoo: seeds, class labels, data ranges,
-and the first look at the data `fit` and `evaluate` get.
+and the data `fit` and `evaluate` get.
 
 Every check raises a `ValueError` that names the argument and says what was
 expected. They run on NumPy values, outside compiled steps: a traced step
 cannot raise on a value on JAX, so `GenerativeModel.fit` and `evaluate`
-check arrays in full before the first step (see `inspect_inputs`). Any
+check arrays in full before the first step (see `inspect_inputs`), and
+every batch of a generator, `tf.data.Dataset`, `keras.utils.PyDataset` or
+PyTorch `DataLoader` on the host as it is read (see `BatchChecks`). Any
 family may call them (the GAN, VAE, flow and diffusion families do).
 """
 
+import contextlib
+import functools
 import itertools
 import numbers
 import types
+import uuid
 import warnings
 
 import keras
@@ -115,11 +120,17 @@ def check_data_range(x, data_range, owner, name="x"):
     x = to_numpy(x)
     if x.size == 0 or x.dtype.kind not in "iuf":
         return
-    finite = x[np.isfinite(x)] if x.dtype.kind == "f" else x
-    if finite.size == 0:
-        return
     low, high = (float(v) for v in data_range)
-    lo, hi = float(finite.min()), float(finite.max())
+    # Two passes over data in range (every batch of a source is checked);
+    # NaN or Inf make them fail, and only then are finite values picked.
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= low and hi <= high:
+        return
+    if x.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):
+        finite = x[np.isfinite(x)]
+        if finite.size == 0:
+            return
+        lo, hi = float(finite.min()), float(finite.max())
     width = high - low
     if lo >= low and hi <= high:
         return
@@ -139,7 +150,8 @@ def check_data_range(x, data_range, owner, name="x"):
 
 
 # ----------------------------------------------------------------------
-# The first look at the inputs of `fit` and `evaluate`.
+# The inputs of `fit` and `evaluate`: a first look before training, then
+# every batch of a data source as it is read.
 
 
 def _is_array(value):
@@ -159,9 +171,12 @@ def inspect_inputs(check, x, y=None, sample_weight=None, name="x"):
       generator is wrapped; the check is NumPy work on the host).
     - A `tf.data.Dataset`, a `keras.utils.PyDataset` or a PyTorch
       `DataLoader`: the first batch is checked before training (the data
-      source is read once more for it); later batches are not, as a check
-      inside the compiled step cannot raise on JAX. A source without any
-      batch is a `ValueError`.
+      source is read once more for it), and a source without any batch is
+      a `ValueError`. `BatchChecks.wrap` then checks every batch as it is
+      read (`GenerativeModel.fit` and `evaluate` do both).
+
+    `check` may be a `BatchChecks`: a refused batch of a generator is then
+    reported by `BatchChecks.reraise` as the `ValueError` it is.
     """
     if _is_array(x):
         leaves = keras.tree.flatten(x)
@@ -174,7 +189,8 @@ def inspect_inputs(check, x, y=None, sample_weight=None, name="x"):
         check(keras.tree.map_structure(to_numpy, x), None if y is None else to_numpy(y))
         return x
     if isinstance(x, types.GeneratorType):
-        return _checked_generator(check, x, name)
+        checks = check if isinstance(check, BatchChecks) else BatchChecks(check)
+        return _checked_generator(checks, x, name)
     first = _first_batch(x, name)
     if first is not None:
         bx, by, _ = keras.utils.unpack_x_y_sample_weight(first)
@@ -182,21 +198,238 @@ def inspect_inputs(check, x, y=None, sample_weight=None, name="x"):
     return x
 
 
-def _checked_generator(check, generator, name):
+def is_batch_source(x):
+    """Whether `x` is a data source whose batches `BatchChecks.wrap` checks:
+    a `tf.data.Dataset`, a `keras.utils.PyDataset` or a PyTorch
+    `DataLoader`."""
+    return _source_kind(x) is not None
+
+
+def _source_kind(x):
+    if isinstance(x, keras.utils.PyDataset):
+        return "PyDataset"
+    if hasattr(x, "element_spec") and hasattr(x, "map") and hasattr(x, "enumerate"):
+        return "tf.data.Dataset"
+    # (By name, as Keras's own adapter does: no torch import for the others.)
+    if any(
+        cls.__name__ == "DataLoader" and cls.__module__.startswith("torch.utils.data")
+        for cls in type(x).__mro__
+    ):
+        return "DataLoader"
+    return None
+
+
+class _RefusedBatch(ValueError):
+    """A batch that failed the model's checks. Unpickling it (a `PyDataset`
+    worker process sends it back) records it in the process that receives
+    it, so that `BatchChecks.reraise` finds it there too."""
+
+    def __init__(self, message, token):
+        super().__init__(message)
+        self.token = token
+
+    def __reduce__(self):
+        return _refused, (str(self), self.token)
+
+
+# The first refused batch of each `fit` or `evaluate` call (by token).
+_REFUSED = {}
+
+
+def _refused(message, token):
+    error = _RefusedBatch(message, token)
+    _REFUSED.setdefault(token, error)
+    return error
+
+
+class BatchChecks:
+    """`check(x, y)` (NumPy arrays) on every batch of a data source, for
+    one call of `fit` or `evaluate`.
+
+    `wrap(x, name)` gives a source that yields the same batches, each
+    checked as it is read: a `tf.data.Dataset` is mapped through a
+    `tf.numpy_function`; a `keras.utils.PyDataset` is wrapped by a
+    `PyDataset` that checks in `__getitem__` (in Keras's worker threads or
+    processes, with the same `workers`, `use_multiprocessing` and
+    `max_queue_size`); a PyTorch `DataLoader` is rebuilt over the same
+    dataset, sampler, collate function and worker settings, checking each
+    batch in the main process after collation. Lengths, cardinality,
+    shuffling and `on_epoch_end` are those of the source, and the user's
+    object is left unchanged.
+
+    Where a batch is refused, the backend may report it wrapped in its own
+    error (TensorFlow runs `tf.data` functions and Python generators inside
+    its runtime); `reraise()` turns any error raised while the checked
+    source was read back into the `ValueError` that names the argument and
+    the batch.
+    """
+
+    def __init__(self, check):
+        self.check = check
+        self.token = uuid.uuid4().hex
+
+    def __call__(self, x, y):
+        self.check(x, y)
+
+    def batch(self, batch, index, name):
+        """Checks one batch (`x`, `(x,)`, `(x, y)` or `(x, y, sample_weight)`)
+        of `name`; raises a `ValueError` naming it and the batch index."""
+        if isinstance(batch, list):
+            batch = tuple(batch)
+        bx, by, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        try:
+            self.check(keras.tree.map_structure(to_numpy, bx), None if by is None else to_numpy(by))
+        except ValueError as error:
+            raise _refused(f"Batch {index} of `{name}`: {error}", self.token) from None
+
+    def wrap(self, x, name="x"):
+        """`x` checked batch by batch (see the class); other data unchanged."""
+        kind = _source_kind(x)
+        if kind == "tf.data.Dataset":
+            return _checked_dataset(self, x, name)
+        if kind == "PyDataset":
+            return _CheckedPyDataset(x, self, name)
+        if kind == "DataLoader":
+            return _checked_loader(self, x, name)
+        return x
+
+    @contextlib.contextmanager
+    def reraise(self):
+        """Around `fit` or `evaluate`: an error raised because a batch was
+        refused comes out as that batch's `ValueError`."""
+        try:
+            yield
+        except Exception as error:
+            refused = _REFUSED.get(self.token)
+            if refused is None or refused is error:
+                raise
+            raise refused from None
+        finally:
+            _REFUSED.pop(self.token, None)
+
+
+def _checked_generator(checks, generator, name):
     try:
         first = next(generator)
     except StopIteration:
         raise ValueError(f"`{name}` (a generator) yields no batches.") from None
 
     def checked():
-        for batch in itertools.chain([first], generator):
-            bx, by, _ = keras.utils.unpack_x_y_sample_weight(
-                tuple(batch) if isinstance(batch, list) else batch
-            )
-            check(keras.tree.map_structure(to_numpy, bx), None if by is None else to_numpy(by))
+        for index, batch in enumerate(itertools.chain([first], generator)):
+            checks.batch(batch, index, name)
             yield batch
 
     return checked()
+
+
+def _checked_dataset(checks, dataset, name):
+    """`dataset` with every element checked by a `tf.numpy_function` (a
+    graph check cannot show the offending values, and a check in the
+    compiled step cannot raise on JAX). A dataset with ragged or sparse
+    parts is left as it is (its first batch was checked)."""
+    import tensorflow as tf
+
+    spec = dataset.element_spec
+    if not all(isinstance(s, tf.TensorSpec) for s in tf.nest.flatten(spec)):
+        return dataset  # ragged or sparse parts: the first batch only
+
+    def check(index, *arrays):
+        checks.batch(tf.nest.pack_sequence_as(spec, list(arrays)), int(index), name)
+        return np.bool_(True)
+
+    def checked(index, *element):
+        element = element[0] if len(element) == 1 else element
+        passed = tf.numpy_function(
+            check, [index] + tf.nest.flatten(element), Tout=tf.bool, stateful=True,
+            name="zoo_check_batch",
+        )
+        # The element waits for its check (Identity: no copy).
+        with tf.control_dependencies([passed]):
+            return tf.nest.map_structure(tf.identity, element)
+
+    return dataset.enumerate().map(checked)
+
+
+class _CheckedPyDataset(keras.utils.PyDataset):
+    """The batches of a `PyDataset`, each checked in `__getitem__`."""
+
+    def __init__(self, dataset, checks, name):
+        super().__init__(
+            workers=dataset.workers,
+            use_multiprocessing=dataset.use_multiprocessing,
+            max_queue_size=dataset.max_queue_size,
+        )
+        self.dataset = dataset
+        self.checks = checks
+        self.name = name
+
+    @property
+    def num_batches(self):
+        return self.dataset.num_batches
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        batch = self.dataset[index]
+        self.checks.batch(batch, index, self.name)
+        return batch
+
+    def on_epoch_begin(self):
+        self.dataset.on_epoch_begin()
+
+    def on_epoch_end(self):
+        self.dataset.on_epoch_end()
+
+
+@functools.lru_cache(maxsize=None)
+def _checked_loader_class():
+    import torch
+
+    class CheckedDataLoader(torch.utils.data.DataLoader):
+        """A `DataLoader` whose batches are checked in the main process, after
+        collation (workers see only the dataset and collate function, as
+        with the loader it copies)."""
+
+        def __iter__(self):
+            for index, batch in enumerate(super().__iter__()):
+                self._zoo_checks.batch(batch, index, self._zoo_name)
+                yield batch
+
+    return CheckedDataLoader
+
+
+def _checked_loader(checks, loader, name):
+    """A `CheckedDataLoader` reading what `loader` reads, as `loader` reads
+    it: the same dataset, sampler (or batch sampler), batching, collate
+    function and worker settings."""
+    import torch
+
+    settings = dict(
+        num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory, timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
+        multiprocessing_context=loader.multiprocessing_context,
+        generator=loader.generator, persistent_workers=loader.persistent_workers,
+        pin_memory_device=loader.pin_memory_device,
+    )
+    if loader.num_workers > 0:
+        settings["prefetch_factor"] = loader.prefetch_factor
+    if hasattr(loader, "in_order"):
+        settings["in_order"] = loader.in_order
+    if isinstance(loader.dataset, torch.utils.data.IterableDataset):
+        settings.update(batch_size=loader.batch_size, drop_last=loader.drop_last)
+    elif loader.batch_size is None and loader.batch_sampler is not None:
+        settings.update(batch_sampler=loader.batch_sampler, batch_size=None)
+    else:
+        settings.update(
+            sampler=loader.sampler, batch_size=loader.batch_size, drop_last=loader.drop_last
+        )
+    checked = _checked_loader_class()(loader.dataset, **settings)
+    # (Plain attributes: DataLoader guards only its own after __init__.)
+    checked._zoo_checks = checks
+    checked._zoo_name = name
+    return checked
 
 
 def _first_batch(x, name):
