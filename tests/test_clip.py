@@ -62,11 +62,20 @@ def test_loss_is_the_symmetric_cross_entropy():
                                    scale * images @ texts.T, rtol=1e-5, atol=1e-5)
 
 
-def test_logit_scale_starts_at_1_over_007_and_is_capped():
-    clip = _tiny_clip()
-    assert float(keras.ops.convert_to_numpy(clip.scale())) == pytest.approx(1 / 0.07, rel=1e-5)
-    clip.logit_scale.assign(math.log(500.0))
-    assert float(keras.ops.convert_to_numpy(clip.scale())) == pytest.approx(100.0, rel=1e-5)
+def test_logit_scale_starts_at_1_over_007_and_is_capped(trained):
+    clip, _ = trained
+    assert clip.logit_scale_init == pytest.approx(1 / 0.07)
+    assert clip.get_config()["max_logit_scale"] == 100.0
+    learned = keras.ops.convert_to_numpy(clip.logit_scale)
+    try:
+        clip.logit_scale.assign(math.log(1 / 0.07))
+        assert float(keras.ops.convert_to_numpy(clip.scale())) == pytest.approx(1 / 0.07,
+                                                                              rel=1e-5)
+        clip.logit_scale.assign(math.log(500.0))
+        assert float(keras.ops.convert_to_numpy(clip.scale())) == pytest.approx(100.0,
+                                                                              rel=1e-5)
+    finally:
+        clip.logit_scale.assign(learned)
     # One of each image's captions per step.
     ids = np.arange(4 * 3 * 16, dtype=np.int32).reshape(4, 3, 16) % clip.tokenizer.vocab_size
     chosen = keras.ops.convert_to_numpy(clip._one_caption(ids))
@@ -120,9 +129,8 @@ def test_zero_shot_and_retrieval(trained, data):
         clip.zero_shot_classify(images, [])
 
 
-def test_bad_training_data(data):
-    clip = _tiny_clip()
-    clip.compile()
+def test_bad_training_data(trained, data):
+    clip, _ = trained  # every case fails before a step
     ids = clip.tokenize(data.captions[:8, 0])
     with pytest.raises(ValueError, match="dict"):
         clip.fit(data.images[:8], epochs=1, verbose=0)

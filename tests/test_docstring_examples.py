@@ -35,6 +35,7 @@ PACKAGES = (
     "zoo.flow",
     "zoo.diffusion",
     "zoo.transformer",
+    "zoo.multimodal",
     "zoo.layers",
     "zoo.data",
     "zoo.metrics",
