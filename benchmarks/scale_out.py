@@ -2,17 +2,23 @@
 
 Scale-out (default): a GAN on 64-dimensional data (hidden layers of 256,
 `batch` examples per worker per step) trained with `fit`, timed after a
-warm-up fit, on
+warm-up fit, on 1 worker, then on 2:
 
-- PyTorch: 1 process, then 2 processes as `torchrun` starts them (gloo);
-- JAX: 1 device, then `keras.distribution.DataParallel` over 2 virtual CPU
-  devices (`--xla_force_host_platform_device_count=2`) in one process;
-- TensorFlow: 1 device, then `MirroredStrategy` over 2 logical CPU devices.
+- "devices", 2 devices of one process: JAX's `keras.distribution.
+  DataParallel` over 2 virtual CPU devices
+  (`--xla_force_host_platform_device_count=2`); TensorFlow's
+  `MirroredStrategy` over 2 logical CPU devices (PyTorch has no such mode);
+- "processes", 2 processes on 127.0.0.1: PyTorch as `torchrun` starts them
+  (gloo); JAX through `keras.distribution.initialize` (`jax.distributed`,
+  gloo CPU collectives), the data a `tf.data.Dataset` that Keras shards;
+  TensorFlow's `MultiWorkerMirroredStrategy` (`TF_CONFIG`).
 
 Each worker sees `batch` examples per step, so the global batch grows with
-the workers; the ratio is examples per second with 2 workers over 1.
+the workers; the ratio is examples per second with 2 workers over 1, both
+measured in the same run (absolute figures on a shared CPU say little).
 
-    python benchmarks/scale_out.py --backends torch,jax,tensorflow --steps 60
+    python benchmarks/scale_out.py --backends torch,jax,tensorflow --steps 60 \
+        --markdown docs/performance/scale_out.md
 
 `--guard`: the step time of the same GAN (one process) with the zoo's
 non-finite check (`zoo.core.nonfinite`) and without it (the check patched
@@ -31,6 +37,12 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _markdown  # noqa: E402
+
+MODES = {"torch": ("processes",), "jax": ("devices", "processes"),
+         "tensorflow": ("devices", "processes")}
 
 
 def _model():
@@ -49,28 +61,45 @@ def _data(n):
     return np.random.default_rng(0).normal(size=(n, 64)).astype("float32")
 
 
-def _timed_fit(model, data, batch, steps):
-    model.fit(data[: batch * 5], batch_size=batch, epochs=1, verbose=0, shuffle=False)
+def _timed_fit(model, data, batch, steps, as_dataset=False):
+    def feed(n):
+        rows = data[: batch * n]
+        if not as_dataset:
+            return dict(x=rows, batch_size=batch)
+        import tensorflow as tf
+
+        return dict(x=tf.data.Dataset.from_tensor_slices(rows).batch(batch, drop_remainder=True))
+
+    model.fit(**feed(5), epochs=1, verbose=0, shuffle=False)
     start = time.perf_counter()
-    model.fit(data[: batch * steps], batch_size=batch, epochs=1, verbose=0, shuffle=False)
+    model.fit(**feed(steps), epochs=1, verbose=0, shuffle=False)
     return time.perf_counter() - start
 
 
-def worker(backend, workers, batch, steps):
-    """Runs in a fresh process: prints a JSON line of examples per second."""
+def worker(backend, workers, batch, steps, mode="devices"):
+    """Runs in a fresh process: prints a JSON line of examples per second
+    (on rank 0)."""
+    processes = workers > 1 and mode == "processes"
     if backend == "jax" and workers > 1:
         import jax
         import keras
 
+        if processes:
+            keras.distribution.initialize(f"127.0.0.1:{os.environ['MASTER_PORT']}",
+                                          num_processes=workers,
+                                          process_id=int(os.environ["RANK"]))
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
     strategy = None
     if backend == "tensorflow" and workers > 1:
         import tensorflow as tf
 
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * workers)
-        strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(workers)])
+        if processes:
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        else:
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * workers)
+            strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(workers)])
     if strategy is not None:
         with strategy.scope():
             model, _ = _model()
@@ -80,9 +109,11 @@ def worker(backend, workers, batch, steps):
     # TensorFlow's is global.
     global_batch = batch if backend == "torch" else batch * workers
     data = _data(batch * workers * steps)
-    seconds = _timed_fit(model, data, global_batch, steps)
-    rank = int(os.environ.get("RANK", "0"))
-    if rank == 0:
+    seconds = _timed_fit(model, data, global_batch, steps,
+                         as_dataset=backend == "jax" and processes)
+    from zoo.core import distributed
+
+    if distributed.is_chief():
         print(json.dumps({"examples_per_s": batch * workers * steps / seconds}))
 
 
@@ -104,64 +135,109 @@ def guard_worker(backend, batch, steps, repeats):
     print(json.dumps({k: statistics.median(v) for k, v in times.items()}))
 
 
-def _run(backend, workers, args):
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(backend, workers, args, mode="devices"):
     env = dict(os.environ, PYTHONPATH=ROOT, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     code = (f"from benchmarks.scale_out import worker; "
-            f"worker({backend!r}, {workers}, {args.batch}, {args.steps})")
+            f"worker({backend!r}, {workers}, {args.batch}, {args.steps}, {mode!r})")
+    processes = workers > 1 and mode == "processes"
     if backend == "jax":
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={workers}"
-    if backend != "torch" or workers == 1:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={1 if processes else workers}"
+    if not processes:
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                              text=True, timeout=600)
         if out.returncode:
             raise RuntimeError(out.stderr[-2000:])
         return json.loads(out.stdout.strip().splitlines()[-1])["examples_per_s"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", code],
-            env=dict(env, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(workers),
-                     MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for r in range(workers)
-    ]
-    outputs = [p.communicate(timeout=600) for p in processes]
+    ports = [_free_port() for _ in range(workers)]
+    envs = []
+    for r in range(workers):
+        extra = dict(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(workers),
+                     MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[0]))
+        if backend == "tensorflow":
+            extra = {"TF_CONFIG": json.dumps({
+                "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                "task": {"type": "worker", "index": r}})}
+        envs.append(dict(env, **extra))
+    # Output to files: a process blocked on a full pipe would stall the others.
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = [open(os.path.join(tmp, f"out{r}.txt"), "w+") for r in range(workers)]
+        processes = [
+            subprocess.Popen([sys.executable, "-c", code], env=e, stdout=f,
+                             stderr=subprocess.STDOUT, text=True)
+            for e, f in zip(envs, files)
+        ]
+        for p in processes:
+            p.wait(timeout=600)
+        outputs = []
+        for f in files:
+            f.seek(0)
+            outputs.append(f.read())
+            f.close()
     if any(p.returncode for p in processes):
-        raise RuntimeError(outputs[0][1][-2000:] + outputs[-1][1][-2000:])
-    return json.loads(outputs[0][0].strip().splitlines()[-1])["examples_per_s"]
+        raise RuntimeError(outputs[0][-2000:] + outputs[-1][-2000:])
+    lines = [line for line in outputs[0].splitlines() if line.startswith("{")]
+    return json.loads(lines[-1])["examples_per_s"]
+
+
+_SETUPS = {
+    ("torch", "processes"): "2 processes (`torchrun` environment, gloo)",
+    ("jax", "devices"): "2 virtual CPU devices of one process (`DataParallel`)",
+    ("jax", "processes"): "2 processes (`jax.distributed`, gloo; `DataParallel`)",
+    ("tensorflow", "devices"): "2 logical CPU devices of one process (`MirroredStrategy`)",
+    ("tensorflow", "processes"): "2 processes (`MultiWorkerMirroredStrategy`)",
+}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", default="torch,jax,tensorflow")
+    parser.add_argument("--modes", default="devices,processes",
+                        help="2 devices of one process, 2 processes, or both")
     parser.add_argument("--batch", type=int, default=64, help="examples per worker per step")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--guard", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
+    _markdown.add_argument(parser)
     args = parser.parse_args()
+    if args.guard:
+        return guard(args)
+    modes = args.modes.split(",")
+    with _markdown.capture(args.markdown, "Scale-out: 1 worker to 2"):
+        print("| Backend | 2 workers | Examples/s, 2 workers / 1 |")
+        print("|---|---|---|")
+        for backend in args.backends.split(","):
+            for mode in MODES[backend]:
+                if mode not in modes:
+                    continue
+                one = _run(backend, 1, args)
+                two = _run(backend, 2, args, mode)
+                print(f"| {backend} | {_SETUPS[backend, mode]} | {two / one:.2f} |", flush=True)
+
+
+def guard(args):
     import keras
 
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"Keras {keras.__version__}, Python {platform.python_version()}")
     for backend in args.backends.split(","):
-        if args.guard:
-            env = dict(os.environ, PYTHONPATH=ROOT, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-            code = (f"from benchmarks.scale_out import guard_worker; "
-                    f"guard_worker({backend!r}, {args.batch}, {args.steps}, {args.repeats})")
-            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                                 text=True, timeout=600)
-            if out.returncode:
-                raise RuntimeError(out.stderr[-2000:])
-            ms = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{backend}: {ms['with']:.2f} ms/step with the check, "
-                  f"{ms['without']:.2f} without ({ms['with'] / ms['without']:.3f}x)")
-            continue
-        one = _run(backend, 1, args)
-        two = _run(backend, 2, args)
-        print(f"{backend}: {one:.0f} examples/s on 1 worker, {two:.0f} on 2: "
-              f"ratio {two / one:.2f}")
+        env = dict(os.environ, PYTHONPATH=ROOT, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+        code = (f"from benchmarks.scale_out import guard_worker; "
+                f"guard_worker({backend!r}, {args.batch}, {args.steps}, {args.repeats})")
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=600)
+        if out.returncode:
+            raise RuntimeError(out.stderr[-2000:])
+        ms = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{backend}: {ms['with']:.2f} ms/step with the check, "
+              f"{ms['without']:.2f} without ({ms['with'] / ms['without']:.3f}x)")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,12 @@ docs/distributed.md). Run from the repository root:
     KERAS_BACKEND=jax XLA_FLAGS=--xla_force_host_platform_device_count=2 \\
         python examples/distributed_gan.py
 
+    # JAX: 2 processes (jax.distributed, gloo on CPU), one command per process
+    KERAS_BACKEND=jax python examples/distributed_gan.py \\
+        --coordinator 127.0.0.1:12355 --num-processes 2 --process-id 0
+    KERAS_BACKEND=jax python examples/distributed_gan.py \\
+        --coordinator 127.0.0.1:12355 --num-processes 2 --process-id 1
+
     # TensorFlow: MirroredStrategy over 2 logical CPUs, or, with TF_CONFIG set
     # in each worker's environment, MultiWorkerMirroredStrategy
     KERAS_BACKEND=tensorflow python examples/distributed_gan.py --logical-cpus 2
@@ -36,12 +42,17 @@ from zoo.gan import ConditionalGAN  # noqa: E402
 from zoo.images import save_image_grid  # noqa: E402
 
 
-def strategy_scope(backend, logical_cpus):
-    """The scope the model is built in: JAX's DataParallel, TensorFlow's
-    strategy; nothing on PyTorch (torchrun's environment is enough)."""
+def strategy_scope(backend, logical_cpus, args):
+    """The scope the model is built in: JAX's DataParallel (over every
+    process's devices, after `jax.distributed` starts where several
+    processes are asked for), TensorFlow's strategy; nothing on PyTorch
+    (torchrun's environment is enough)."""
     if backend == "jax":
         import jax
 
+        if args.num_processes > 1:
+            keras.distribution.initialize(args.coordinator, num_processes=args.num_processes,
+                                          process_id=args.process_id)
         keras.distribution.set_distribution(
             keras.distribution.DataParallel(devices=jax.devices()))
     if backend != "tensorflow":
@@ -66,11 +77,18 @@ def main():
                         help="per process on PyTorch; global on JAX and TensorFlow")
     parser.add_argument("--logical-cpus", type=int, default=2,
                         help="TensorFlow's MirroredStrategy replicas (no TF_CONFIG)")
+    parser.add_argument("--coordinator", default="127.0.0.1:12355",
+                        help="JAX, several processes: process 0's HOST:PORT")
+    parser.add_argument("--num-processes", type=int, default=1,
+                        help="JAX: processes of jax.distributed (1: one process)")
+    parser.add_argument("--process-id", type=int, default=0, help="JAX: this process's rank")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="out/distributed_gan")
     args = parser.parse_args()
-    if args.epochs < 1 or args.batch_size < 1 or args.logical_cpus < 1:
-        parser.error("--epochs, --batch-size and --logical-cpus must be >= 1")
+    if args.epochs < 1 or args.batch_size < 1 or args.logical_cpus < 1 or args.num_processes < 1:
+        parser.error("--epochs, --batch-size, --logical-cpus and --num-processes must be >= 1")
+    if not 0 <= args.process_id < args.num_processes:
+        parser.error("--process-id must be in [0, --num-processes)")
     backend = keras.backend.backend()
 
     images, labels = digits("all")
@@ -78,7 +96,7 @@ def main():
     # over the devices.
     keep = len(images) // args.batch_size * args.batch_size
     images, labels = images[:keep], labels[:keep]
-    with strategy_scope(backend, args.logical_cpus):
+    with strategy_scope(backend, args.logical_cpus, args):
         model = ConditionalGAN(data_shape=images.shape[1:], num_classes=10,
                                filters=32, seed=args.seed)
         model.compile(optimizer={
@@ -86,8 +104,17 @@ def main():
             for player in ("generator", "discriminator")
         })
     start = time.perf_counter()
-    history = model.fit(images, labels, batch_size=args.batch_size, epochs=args.epochs,
-                        verbose=2)
+    if backend == "jax" and args.num_processes > 1:
+        # Several JAX processes: Keras shards a batched tf.data.Dataset over
+        # them (not in-memory arrays).
+        import tensorflow as tf
+
+        data = tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(
+            len(images), seed=args.seed).batch(args.batch_size, drop_remainder=True)
+        history = model.fit(data, epochs=args.epochs, verbose=2)
+    else:
+        history = model.fit(images, labels, batch_size=args.batch_size, epochs=args.epochs,
+                            verbose=2)
     seconds = time.perf_counter() - start
 
     # Every process computes the samples (same seed, same weights); rank 0 writes.

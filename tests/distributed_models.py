@@ -1,9 +1,9 @@
 """Tiny models and data shared by the multi-device / multi-process tests.
 
 `equivalence_run(name, ...)` trains one family for a few steps with plain SGD
-and returns its trainable weights, so a run on 2 devices or processes (each
-seeing half of every global batch) can be compared with one device seeing
-the whole batch. The noise is replaced by constants in both runs
+and returns its trainable weights and logs (gradient norms included), so a
+run on 2 devices or processes (each seeing half of every global batch) can
+be compared with one device seeing the whole batch (`assert_same_run`). The noise is replaced by constants in both runs
 (`constant_noise`): in a distributed run every rank draws its own noise by
 design, so the same-noise comparison needs draws that do not depend on how
 the batch is split. Everything else (sharding, gradient averaging across
@@ -12,6 +12,7 @@ the real code.
 """
 
 import contextlib
+import json
 import os
 import socket
 
@@ -25,6 +26,8 @@ STEPS = 3
 # float32 sums of the halves' gradients against the whole batch's, over
 # three SGD steps.
 ATOL = 2e-5
+# The logs: float32 means of the replicas' halves against the whole batch's.
+LOG_RTOL = 1e-4
 
 
 @contextlib.contextmanager
@@ -81,15 +84,74 @@ def family(name):
     return model, rng.integers(0, 16, (64, 9)).astype("int32")
 
 
-def equivalence_run(name, batch_size=GLOBAL_BATCH, steps=STEPS, **fit_kwargs):
+class _BatchLogs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches.append({k: float(v) for k, v in (logs or {}).items()})
+
+
+def equivalence_run(name, batch_size=GLOBAL_BATCH, steps=STEPS, as_dataset=False, keep=None,
+                    **fit_kwargs):
     """Trains `name` on `GLOBAL_BATCH * steps` rows, `batch_size` rows per
     batch (per process where `fit` shards), unshuffled, with constant
-    noise; returns the trainable weights as NumPy arrays."""
+    noise and gradient norms recorded; returns `(weights, logs)`: the
+    trainable weights as NumPy arrays, and `{"batches": [each training
+    batch's logs], "epoch": the epoch's logs}` as floats. `as_dataset`:
+    the rows as a `tf.data.Dataset` in batches of `batch_size` (what JAX's
+    multi-process `fit` shards). `keep`: a list the trained model is
+    appended to."""
     model, data = family(name)
+    model.record_gradient_norms(True)
     data = data[: GLOBAL_BATCH * steps]
+    if as_dataset:
+        import tensorflow as tf
+
+        data = tf.data.Dataset.from_tensor_slices(data).batch(batch_size, drop_remainder=True)
+        batch_size = None
+    record = _BatchLogs()
     with constant_noise():
-        model.fit(data, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, **fit_kwargs)
-    return [np.asarray(keras.ops.convert_to_numpy(v)) for v in model.trainable_variables]
+        history = model.fit(data, batch_size=batch_size, epochs=1, shuffle=False, verbose=0,
+                            callbacks=[record], **fit_kwargs)
+    if keep is not None:
+        keep.append(model)
+    weights = [np.asarray(keras.ops.convert_to_numpy(v)) for v in model.trainable_variables]
+    epoch = {k: float(v[-1]) for k, v in history.history.items()}
+    return weights, {"batches": record.batches, "epoch": epoch}
+
+
+def save_run(path, run):
+    """Writes an `equivalence_run` result to `path` (.npz) and `path`.json."""
+    weights, logs = run
+    np.savez(path, *weights)
+    with open(f"{path}.json", "w") as f:
+        json.dump(logs, f)
+
+
+def load_run(path):
+    arrays = np.load(f"{path}.npz" if not str(path).endswith(".npz") else path)
+    weights = [arrays[f"arr_{k}"] for k in range(len(arrays.files))]
+    with open(f"{str(path).removesuffix('.npz')}.json") as f:
+        return weights, json.load(f)
+
+
+def assert_same_run(got, reference, message):
+    """The weights within `ATOL`, and every logged number (each batch's
+    logs, the epoch's: losses, gradient norms, skipped updates) within
+    `LOG_RTOL` of the one-device run's."""
+    (weights, logs), (ref_weights, ref_logs) = got, reference
+    assert len(weights) == len(ref_weights), message
+    for a, b in zip(weights, ref_weights):
+        np.testing.assert_allclose(a, b, atol=ATOL, err_msg=message)
+    assert len(logs["batches"]) == len(ref_logs["batches"]), message
+    for step, (a, b) in enumerate(zip(logs["batches"] + [logs["epoch"]],
+                                      ref_logs["batches"] + [ref_logs["epoch"]])):
+        assert sorted(a) == sorted(b), f"{message}: {sorted(a)} != {sorted(b)}"
+        for key in b:
+            np.testing.assert_allclose(a[key], b[key], rtol=LOG_RTOL, atol=1e-6,
+                                       err_msg=f"{message}, step {step}, {key}")
 
 
 def free_port():

@@ -1,15 +1,19 @@
 """JAX: `keras.distribution` over 4 virtual CPU devices, in one fresh process
 (the devices must exist before JAX starts, which this pytest process has
-already done): `DataParallel` for each family, matching one device; a
-`ModelParallel` with a `LayoutMap` sharding the GPT's and the DDPM
-denoiser's weights over a model axis, matching one device too; a non-finite
-batch skipped under `DataParallel`.
+already done): `DataParallel` for each family, matching one device (weights
+and logs); a `ModelParallel` with a `LayoutMap` sharding the GPT's and the
+DDPM denoiser's weights over a model axis, matching one device too; a
+non-finite batch skipped under `DataParallel`; a batch size the devices do
+not divide refused; a preset saved under `DataParallel` loading on one
+device. Then 2 processes on 127.0.0.1 (`jax.distributed` through
+`keras.distribution.initialize`, gloo CPU collectives) training one model.
 """
 
 import json
 import os
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -51,8 +55,8 @@ def devices_run(out):
     data_parallel = kd.DataParallel(devices=jax.devices())
     for name in dm.FAMILIES:
         with data_parallel.scope():
-            weights = dm.equivalence_run(name)
-        np.savez(os.path.join(out, f"dp_{name}.npz"), *weights)
+            run = dm.equivalence_run(name)
+        dm.save_run(os.path.join(out, f"dp_{name}"), run)
     mesh = kd.DeviceMesh((2, 2), ["batch", "model"], devices=jax.devices())
     for name, layouts in LAYOUTS.items():
         layout_map = kd.LayoutMap(mesh)
@@ -66,8 +70,8 @@ def devices_run(out):
                 for v in model.trainable_variables
             }
             report[f"sharded_{name}"] = sorted(p for p, s in sharded.items() if s)
-            weights = dm.equivalence_run(name)
-        np.savez(os.path.join(out, f"mp_{name}.npz"), *weights)
+            run = dm.equivalence_run(name)
+        dm.save_run(os.path.join(out, f"mp_{name}"), run)
 
     from tests.core_models import TinyGAN, toy_data
 
@@ -78,6 +82,10 @@ def devices_run(out):
         x[3] = np.nan
         history = model.fit(x, batch_size=16, epochs=1, shuffle=False, verbose=0)
     report["skipped"] = history.history["skipped_updates"]
+    # A preset saved under DataParallel (the parent loads it on one device).
+    model.save_to_preset(os.path.join(out, "preset"))
+    np.savez(os.path.join(out, "preset_state.npz"),
+             *[np.asarray(v.numpy()) for v in model.variables])
     with data_parallel.scope():
         try:  # 64 rows in batches of 10: the last has 4, and batches of 10 split
             model.fit(toy_data(64), batch_size=10, epochs=1, verbose=0)
@@ -89,11 +97,6 @@ def devices_run(out):
         json.dump(report, f)
 
 
-def _load(path):
-    arrays = np.load(path)
-    return [arrays[f"arr_{k}"] for k in range(len(arrays.files))]
-
-
 def test_data_and_model_parallel_match_one_device(tmp_path):
     env = dm.child_env(
         KERAS_BACKEND="jax", XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}"
@@ -101,18 +104,18 @@ def test_data_and_model_parallel_match_one_device(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c",
          f"from tests.test_distributed_jax import devices_run; devices_run({str(tmp_path)!r})"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
+    # Weights, and every logged number (losses, gradient norms) of every
+    # batch and of the epoch, as one device has them.
     for name in dm.FAMILIES:
         reference = dm.equivalence_run(name)
         kinds = ["dp"] + (["mp"] if name in LAYOUTS else [])
         for kind in kinds:
-            got = _load(tmp_path / f"{kind}_{name}.npz")
-            assert len(got) == len(reference)
-            for a, b in zip(got, reference):
-                np.testing.assert_allclose(a, b, atol=dm.ATOL, err_msg=f"{kind} {name}")
+            dm.assert_same_run(dm.load_run(tmp_path / f"{kind}_{name}.npz"), reference,
+                               f"{kind} {name}")
     # The LayoutMap's kernels are split over the model axis.
     assert len(report["sharded_gpt"]) == 5, report["sharded_gpt"]
     assert len(report["sharded_ddpm"]) == 4, report["sharded_ddpm"]
@@ -121,4 +124,98 @@ def test_data_and_model_parallel_match_one_device(tmp_path):
     assert report["skipped"] == [1.0] and report["finite"]
     assert "`batch_size` (10)" in report["indivisible"], report["indivisible"]
     assert "multiples of 4" in report["indivisible"]
+    # The preset saved under DataParallel loads on one device.
+    from tests.core_models import TinyGAN  # noqa: F401 -- registered for the preset
+    from zoo.presets import from_preset
 
+    model = from_preset(str(tmp_path / "preset"))
+    state = np.load(tmp_path / "preset_state.npz")
+    for k, v in enumerate(model.variables):
+        if "seed" in v.path:  # (the noise's state is not part of a preset)
+            continue
+        np.testing.assert_array_equal(np.asarray(v.numpy()), state[f"arr_{k}"], err_msg=v.path)
+
+
+def processes_run(out):
+    """One of 2 `jax.distributed` processes (`RANK`, `PORT` in the
+    environment), one CPU device each, under a `DataParallel` over both."""
+    import jax
+    import keras
+
+    from tests.core_models import TinyGAN, toy_data
+    from zoo.core import distributed
+
+    rank = int(os.environ["RANK"])
+    keras.distribution.initialize(f"127.0.0.1:{os.environ['PORT']}", num_processes=2,
+                                  process_id=rank)
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+    report = {"count": distributed.process_count(), "index": distributed.process_index(),
+              "devices": len(jax.devices())}
+    # The global batch of 16 as a tf.data.Dataset: Keras gives each process 8.
+    kept = []
+    dm.save_run(os.path.join(out, f"process{rank}"),
+                dm.equivalence_run("gan", as_dataset=True, keep=kept))
+    # Rank 0 alone writes the preset of the model trained on 2 processes.
+    model = kept[0]
+    model.save_to_preset(os.path.join(out, f"preset_process{rank}"))
+    np.savez(os.path.join(out, f"state_process{rank}.npz"),
+             *[np.asarray(v.numpy()) for v in model.variables])
+
+    import tensorflow as tf
+
+    def batches(rows):
+        return tf.data.Dataset.from_tensor_slices(toy_data(rows)).batch(16, drop_remainder=True)
+
+    odd = TinyGAN(penalty=float(rank), seed=0)  # another model on process 1
+    odd.compile()
+    try:
+        odd.fit(batches(32), epochs=1, verbose=0)
+        report["mismatch"] = "no error"
+    except ValueError as error:
+        report["mismatch"] = str(error)
+
+    with open(os.path.join(out, f"report_process{rank}.json"), "w") as f:
+        json.dump(report, f)
+
+
+def test_two_jax_processes_train_one_model(tmp_path):
+    port = dm.free_port()
+    processes = []
+    for rank in range(2):
+        # (Files, not pipes: a process blocked on a full pipe would leave
+        # the other waiting in a collective.)
+        with open(tmp_path / f"stderr{rank}.txt", "w") as stderr:
+            processes.append(subprocess.Popen(
+                [sys.executable, "-c",
+                 f"from tests.test_distributed_jax import processes_run; "
+                 f"processes_run({str(tmp_path)!r})"],
+                env=dm.child_env(KERAS_BACKEND="jax", RANK=rank, PORT=port),
+                stdout=subprocess.DEVNULL, stderr=stderr,
+            ))
+    start = time.monotonic()
+    for p in processes:
+        try:
+            p.wait(timeout=max(1, 420 - (time.monotonic() - start)))
+        except subprocess.TimeoutExpired:
+            for q in processes:
+                q.kill()
+            raise
+    for rank, p in enumerate(processes):
+        assert p.returncode == 0, (tmp_path / f"stderr{rank}.txt").read_text()[-3000:]
+    reference = dm.equivalence_run("gan")
+    for rank in range(2):
+        dm.assert_same_run(dm.load_run(tmp_path / f"process{rank}.npz"), reference,
+                           f"process {rank}")
+        report = json.loads((tmp_path / f"report_process{rank}.json").read_text())
+        assert report["count"] == 2 and report["index"] == rank and report["devices"] == 2
+        assert "process(es) [1]" in report["mismatch"], report["mismatch"]
+    assert (tmp_path / "preset_process0").is_dir()
+    assert not (tmp_path / "preset_process1").exists()
+    from zoo.presets import from_preset
+
+    model = from_preset(str(tmp_path / "preset_process0"))
+    state = np.load(tmp_path / "state_process0.npz")
+    for k, v in enumerate(model.variables):
+        if "seed" in v.path:  # (the noise's state is not part of a preset)
+            continue
+        np.testing.assert_array_equal(np.asarray(v.numpy()), state[f"arr_{k}"], err_msg=v.path)

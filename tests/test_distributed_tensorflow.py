@@ -31,8 +31,8 @@ def mirrored_run(out):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     for name in dm.FAMILIES:
         with strategy.scope():
-            weights = dm.equivalence_run(name)
-        np.savez(os.path.join(out, f"mirrored_{name}.npz"), *weights)
+            run = dm.equivalence_run(name)
+        dm.save_run(os.path.join(out, f"mirrored_{name}"), run)
 
     from tests.core_models import TinyGAN, toy_data
 
@@ -46,51 +46,104 @@ def mirrored_run(out):
         "skipped": history.history["skipped_updates"],
         "finite": bool(all(np.isfinite(v.numpy()).all() for v in model.variables)),
     }
+    # A preset saved under the strategy (the parent loads it on one device).
+    model.save_to_preset(os.path.join(out, "preset"))
+    np.savez(os.path.join(out, "preset_state.npz"), *[v.numpy() for v in model.variables])
+    for batch_size, rows in [(9, 64), (16, 63)]:  # 9 rows, or a last batch of 15
+        try:
+            model.fit(toy_data(rows), batch_size=batch_size, epochs=1, verbose=0)
+            report[f"indivisible_{batch_size}"] = "no error"
+        except ValueError as error:
+            report[f"indivisible_{batch_size}"] = str(error)
     with open(os.path.join(out, "mirrored.json"), "w") as f:
         json.dump(report, f)
 
 
 def worker_run(out):
+    import time
+
     import tensorflow as tf
 
+    from tests.core_models import TinyGAN, toy_data
     from zoo.core import distributed
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    with strategy.scope():
-        weights = dm.equivalence_run("gan")
     index = distributed.process_index()
-    np.savez(os.path.join(out, f"worker{index}.npz"), *weights)
+    report = {"count": distributed.process_count(), "chief": distributed.is_chief()}
+    kept = []
     with strategy.scope():
-        model, _ = dm.family("gan")
+        run = dm.equivalence_run("gan", keep=kept)
+    dm.save_run(os.path.join(out, f"worker{index}"), run)
+    # A preset saved by a multi-worker run: the chief alone writes it.
+    model = kept[0]
     model.save_to_preset(os.path.join(out, f"preset_worker{index}"))
-    with open(os.path.join(out, f"worker{index}.json"), "w") as f:
-        json.dump({"count": distributed.process_count(), "chief": distributed.is_chief()}, f)
+    np.savez(os.path.join(out, f"state_worker{index}.npz"), *[v.numpy() for v in model.variables])
+
+    # Workers that built different models (same weights' shapes, another
+    # gradient penalty): `fit` stops on every worker before any step.
+    with strategy.scope():
+        odd = TinyGAN(penalty=float(index), seed=0)
+        odd.compile()
+    try:
+        odd.fit(toy_data(64), batch_size=16, epochs=1, verbose=0)
+        report["mismatch"] = "no error"
+    except ValueError as error:
+        report["mismatch"] = str(error)
+
+    with open(os.path.join(out, f"report_worker{index}.json"), "w") as f:
+        json.dump(report, f)
+
+    # Worker 1 dies mid-fit: worker 0's `fit` fails with an error.
+    class Die(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if index == 1 and batch == 2:
+                with open(os.path.join(out, "died_at"), "w") as f:
+                    f.write(repr(time.time()))
+                os._exit(3)
+
+    try:
+        model.fit(toy_data(512), batch_size=16, epochs=5, verbose=0, callbacks=[Die()])
+        death = {"error": None}
+    except Exception as error:  # noqa: BLE001 -- whichever error TensorFlow raises
+        death = {"error": type(error).__name__, "message": str(error)[:500]}
+    death["failed_at"] = time.time()
+    with open(os.path.join(out, f"death{index}.json"), "w") as f:
+        json.dump(death, f)
 
 
-def _load(path):
-    arrays = np.load(path)
-    return [arrays[f"arr_{k}"] for k in range(len(arrays.files))]
+def _load_preset(directory, state):
+    from tests.core_models import TinyGAN  # noqa: F401 -- registered for the preset
+    from zoo.presets import from_preset
 
-
-def _close(got, reference, message):
-    assert len(got) == len(reference)
-    for a, b in zip(got, reference):
-        np.testing.assert_allclose(a, b, atol=dm.ATOL, err_msg=message)
+    model = from_preset(str(directory))  # on one device, no strategy
+    state = np.load(state)
+    for k, v in enumerate(model.variables):
+        if "seed" in v.path:  # (the noise's state is not part of a preset)
+            continue
+        np.testing.assert_array_equal(v.numpy(), state[f"arr_{k}"], err_msg=v.path)
 
 
 def test_mirrored_strategy_matches_one_device(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c",
          f"from tests.test_distributed_tensorflow import mirrored_run; mirrored_run({str(tmp_path)!r})"],
-        env=dm.child_env(KERAS_BACKEND="tensorflow"), capture_output=True, text=True, timeout=300,
+        env=dm.child_env(KERAS_BACKEND="tensorflow"), capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # Weights, and every logged number (losses, gradient norms) of every
+    # batch and of the epoch, as one device has them.
     for name in dm.FAMILIES:
-        _close(_load(tmp_path / f"mirrored_{name}.npz"), dm.equivalence_run(name), name)
+        dm.assert_same_run(dm.load_run(tmp_path / f"mirrored_{name}.npz"),
+                           dm.equivalence_run(name), name)
     report = json.loads((tmp_path / "mirrored.json").read_text())
     # The NaN row is in the first batch: its discriminator update (whose
     # loss reads the data) is skipped on both replicas, not the generator's.
     assert report["skipped"] == [1.0] and report["finite"]
+    _load_preset(tmp_path / "preset", tmp_path / "preset_state.npz")
+    for batch_size in (9, 16):
+        message = report[f"indivisible_{batch_size}"]
+        assert f"`batch_size` ({batch_size})" in message and "2 replicas" in message, message
+        assert "multiples of 2" in message, message
 
 
 def test_multi_worker_mirrored_strategy_with_two_local_workers(tmp_path):
@@ -103,19 +156,33 @@ def test_multi_worker_mirrored_strategy_with_two_local_workers(tmp_path):
             [sys.executable, "-c",
              f"from tests.test_distributed_tensorflow import worker_run; worker_run({str(tmp_path)!r})"],
             env=dm.child_env(KERAS_BACKEND="tensorflow", TF_CONFIG=config),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            # (Files, not pipes: a full pipe would stall a worker, and with
+            # it the other in a collective.)
+            stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"stderr{index}.txt", "w"),
         ))
+    codes = []
     for p in processes:
         try:
-            _, stderr = p.communicate(timeout=300)
+            codes.append(p.wait(timeout=420))
         except subprocess.TimeoutExpired:
             for q in processes:
                 q.kill()
             raise
-        assert p.returncode == 0, stderr[-3000:]
+    stderr = (tmp_path / "stderr0.txt").read_text()[-3000:]
+    assert codes == [0, 3], stderr  # worker 1 dies on purpose, at the end
     reference = dm.equivalence_run("gan")
     for index in range(2):
-        _close(_load(tmp_path / f"worker{index}.npz"), reference, f"worker {index}")
-        report = json.loads((tmp_path / f"worker{index}.json").read_text())
-        assert report == {"count": 2, "chief": index == 0}
+        dm.assert_same_run(dm.load_run(tmp_path / f"worker{index}.npz"), reference,
+                           f"worker {index}")
+        report = json.loads((tmp_path / f"report_worker{index}.json").read_text())
+        assert report["count"] == 2 and report["chief"] == (index == 0)
+        assert "differs from rank 0's" in report["mismatch"], report["mismatch"]
+        assert "worker(s) [1]" in report["mismatch"], report["mismatch"]
     assert (tmp_path / "preset_worker0").is_dir() and not (tmp_path / "preset_worker1").exists()
+    _load_preset(tmp_path / "preset_worker0", tmp_path / "state_worker0.npz")
+    # Worker 1's death: worker 0 stops with TensorFlow's error, within the
+    # bound docs/distributed.md states (its health check).
+    death = json.loads((tmp_path / "death0.json").read_text())
+    assert death["error"] is not None, death
+    seconds = death["failed_at"] - float((tmp_path / "died_at").read_text())
+    assert 0 < seconds < 60, (seconds, death)

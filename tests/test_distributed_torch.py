@@ -34,21 +34,25 @@ def _launch(task, out, timeout, **env):
             RANK=rank, LOCAL_RANK=rank, WORLD_SIZE=WORLD, MASTER_ADDR="127.0.0.1",
             MASTER_PORT=port, KERAS_BACKEND="torch", **env,
         )
-        processes.append(subprocess.Popen(
-            [sys.executable, "-c",
-             f"from tests.test_distributed_torch import {task}; {task}({str(out)!r})"],
-            env=child, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))
+        # (Files, not pipes: a rank blocked on a full pipe would leave the
+        # other waiting in a collective.)
+        with open(os.path.join(out, f"{task}_stderr{rank}.txt"), "w") as stderr:
+            processes.append(subprocess.Popen(
+                [sys.executable, "-c",
+                 f"from tests.test_distributed_torch import {task}; {task}({str(out)!r})"],
+                env=child, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+            ))
     results = []
     start = time.monotonic()
-    for p in processes:
+    for rank, p in enumerate(processes):
         try:
-            stdout, stderr = p.communicate(timeout=max(1, timeout - (time.monotonic() - start)))
+            p.wait(timeout=max(1, timeout - (time.monotonic() - start)))
         except subprocess.TimeoutExpired:
             for q in processes:
                 q.kill()
             raise AssertionError(f"{task}: the processes did not finish in {timeout} s")
-        results.append((p.returncode, stdout, stderr))
+        with open(os.path.join(out, f"{task}_stderr{rank}.txt")) as f:
+            results.append((p.returncode, "", f.read()))
     return results, time.monotonic() - start
 
 
@@ -65,8 +69,37 @@ def working_run(out):
     report = {}
     # 1. Equivalence: each rank sees half of every global batch.
     for name in dm.FAMILIES:
-        weights = dm.equivalence_run(name, batch_size=dm.GLOBAL_BATCH // WORLD)
-        np.savez(os.path.join(out, f"{name}_rank{rank}.npz"), *weights)
+        run = dm.equivalence_run(name, batch_size=dm.GLOBAL_BATCH // WORLD)
+        dm.save_run(os.path.join(out, f"{name}_rank{rank}"), run)
+    # The compiled (jit_compile=True) and "auto" training steps: eager under
+    # torchrun, with one warning for True, none for "auto". Each `fit`
+    # plans 40 epochs of 3 steps (120: "auto" would trace the step on one
+    # process) and stops after the first: the GAN matches one process.
+    import warnings
+
+    from zoo.core import torch_step
+
+    class StopAfterOneEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    for setting in (True, "auto"):
+        model, data = dm.family("gan")
+        model.compile(optimizer={"generator": keras.optimizers.SGD(0.05),
+                                 "discriminator": keras.optimizers.SGD(0.05)},
+                      jit_compile=setting)
+        with warnings.catch_warnings(record=True) as caught, dm.constant_noise():
+            warnings.simplefilter("always")
+            model.fit(data[: dm.GLOBAL_BATCH * dm.STEPS], batch_size=dm.GLOBAL_BATCH // WORLD,
+                      epochs=40, shuffle=False, verbose=0, callbacks=[StopAfterOneEpoch()])
+            np.savez(os.path.join(out, f"compiled_{setting}_rank{rank}.npz"),
+                     *[v.numpy() for v in model.trainable_variables])
+            model.fit(data[:16], batch_size=8, epochs=1, verbose=0)  # no second warning
+        report[f"warnings_{setting}"] = [str(w.message) for w in caught
+                                         if "torchrun" in str(w.message)]
+        report[f"step_{setting}"] = type(model.train_function).__name__
+        report[f"traced_{setting}"] = isinstance(
+            model.train_function, (torch_step.CompiledStep, torch_step.AutoStep))
     report["process_index"] = distributed.process_index()
     report["process_count"] = distributed.process_count()
 
@@ -127,6 +160,14 @@ def working_run(out):
         report["mismatch"] = "no error"
     except ValueError as error:
         report["mismatch"] = str(error)
+    # A NaN row in rank 0's first batch: both ranks skip that update (the
+    # averaged gradients are NaN on both), counted once.
+    nan_model = TinyGAN(seed=0)
+    nan_model.compile()
+    x = toy_data(64)
+    x[0] = np.nan
+    history = nan_model.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    report["skipped"] = history.history["skipped_updates"]
     report["group_active"] = torch_distributed.active()
     with open(os.path.join(out, f"report_rank{rank}.json"), "w") as f:
         json.dump(report, f)
@@ -138,11 +179,18 @@ def dying_run(out):
     class Die(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             if rank == 1 and batch == 2:
+                with open(os.path.join(out, "died_at"), "w") as f:
+                    f.write(repr(time.time()))
                 os._exit(3)
 
     model = TinyGAN(seed=0)
     model.compile()
-    model.fit(toy_data(256), batch_size=8, epochs=5, verbose=0, callbacks=[Die()])
+    try:
+        model.fit(toy_data(256), batch_size=8, epochs=5, verbose=0, callbacks=[Die()])
+    except Exception as error:  # noqa: BLE001 -- whichever error torch.distributed raises
+        with open(os.path.join(out, "failed.json"), "w") as f:
+            json.dump({"failed_at": time.time(), "error": f"{type(error).__name__}: {error}"}, f)
+        raise
 
 
 # ---------------------------------------------------------------------------
@@ -150,21 +198,35 @@ def dying_run(out):
 
 
 def test_torchrun_trains_one_model_across_processes(tmp_path):
-    results, _ = _launch("working_run", tmp_path, timeout=240)
+    results, _ = _launch("working_run", tmp_path, timeout=420)
     for code, stdout, stderr in results:
         assert code == 0, stderr[-3000:]
     reports = [json.loads((tmp_path / f"report_rank{r}.json").read_text()) for r in range(WORLD)]
     r0, r1 = reports
 
-    # Equivalence with one process seeing the whole global batch.
+    # Equivalence with one process seeing the whole global batch: weights,
+    # and every logged number (losses, gradient norms) of every batch and
+    # of the epoch, the same on both ranks.
     for name in dm.FAMILIES:
         reference = dm.equivalence_run(name)
         for rank in range(WORLD):
-            got = np.load(tmp_path / f"{name}_rank{rank}.npz")
-            got = [got[f"arr_{k}"] for k in range(len(got.files))]
-            assert len(got) == len(reference)
-            for a, b in zip(got, reference):
-                np.testing.assert_allclose(a, b, atol=dm.ATOL, err_msg=name)
+            dm.assert_same_run(dm.load_run(tmp_path / f"{name}_rank{rank}.npz"), reference,
+                               f"{name}, rank {rank}")
+        if name == "gan":
+            gan_weights = reference[0]
+    # jit_compile=True and "auto": the eager step, the same update.
+    for setting in (True, "auto"):
+        assert not r0[f"traced_{setting}"], r0[f"step_{setting}"]
+        for rank in range(WORLD):
+            got = np.load(tmp_path / f"compiled_{setting}_rank{rank}.npz")
+            assert len(got.files) == len(gan_weights)
+            for k, reference in enumerate(gan_weights):
+                np.testing.assert_allclose(got[f"arr_{k}"], reference, atol=dm.ATOL,
+                                           err_msg=f"jit_compile={setting}, rank {rank}")
+    assert len(r0["warnings_True"]) == 1 and len(r1["warnings_True"]) == 1, r0["warnings_True"]
+    assert "runs eagerly" in r0["warnings_True"][0]
+    assert r0["warnings_auto"] == [] and r1["warnings_auto"] == []
+    assert r0["skipped"] == r1["skipped"] == [1.0]
 
     assert [r["process_index"] for r in reports] == [0, 1]
     assert r0["process_count"] == 2 and r0["group_active"]
@@ -204,9 +266,12 @@ def test_torchrun_trains_one_model_across_processes(tmp_path):
 
 
 def test_a_rank_dying_mid_fit_stops_the_others_with_an_error(tmp_path):
-    results, seconds = _launch("dying_run", tmp_path, timeout=120, ZOO_DISTRIBUTED_TIMEOUT=30)
+    results, _ = _launch("dying_run", tmp_path, timeout=300, ZOO_DISTRIBUTED_TIMEOUT=30)
     assert results[1][0] == 3
     code, _, stderr = results[0]
     assert code != 0
     assert "Error" in stderr, stderr[-2000:]
-    assert seconds < 90
+    # Rank 0's `fit` fails within the collective timeout (30 s) of rank 1's death.
+    failed = json.loads((tmp_path / "failed.json").read_text())
+    seconds = failed["failed_at"] - float((tmp_path / "died_at").read_text())
+    assert 0 < seconds < 60, (seconds, failed["error"][:500])

@@ -9,10 +9,18 @@
 Rank 0 (the chief) alone writes files: presets (`save_to_preset`), `.keras`
 files (`model.save`) and, on PyTorch, what callbacks write. One process (no
 launcher) is rank 0 of 1.
+
+Shared by the backends' data-parallel code: `model_fingerprint` (every
+process must train the same model), `check_batch_split` (batches split
+evenly over the replicas), `tracker_results` (logs from trackers summed
+over the replicas) and `without_distribution` (rank 0's writes).
 """
 
+import contextlib
+import hashlib
 import json
 import os
+import re
 
 from zoo.core import backend_name
 
@@ -64,3 +72,122 @@ def _tf_config():
         return json.loads(os.environ.get("TF_CONFIG", "") or "{}")
     except ValueError:
         return {}
+
+
+def model_fingerprint(model):
+    """A 56-bit hash of what every process of a data-parallel run must share:
+    the model's class, constructor arguments (but its seed and name), its
+    variables' paths, shapes and dtypes, and its optimizer's."""
+    config = {}
+    try:
+        config = {k: v for k, v in model.get_config().items() if k not in ("seed", "name")}
+    except Exception:  # noqa: BLE001 -- a model without a config: its variables
+        pass
+    optimizer = getattr(model, "optimizer", None)
+
+    def describe(variables):
+        # Paths without Keras's automatic numbering ("dense_3", and the
+        # optimizer's "dense_3_kernel_momentum"), which counts the layers a
+        # process made before: equal models made after different histories
+        # have equal descriptions (the shapes, in order, still tell
+        # different structures apart).
+        return [(re.sub(r"_\d+(?=[/_]|$)", "", v.path), tuple(v.shape), str(v.dtype))
+                for v in variables]
+
+    description = {
+        "class": type(model).__name__,
+        "config": config,
+        "variables": describe(model.variables),
+        "optimizer": [] if optimizer is None else describe(optimizer.variables),
+    }
+    text = json.dumps(description, sort_keys=True, default=str)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "big")
+
+
+def different_model_error(model, ranks, what="rank(s)"):
+    """The `ValueError` every process raises when the processes `ranks`
+    built another model than rank 0."""
+    return ValueError(
+        f"{type(model).__name__}: the model of {what} {list(ranks)} differs "
+        "from rank 0's (class, constructor arguments, variables or "
+        "optimizer); every process of a distributed `fit` must build the "
+        "same model and compile it the same way."
+    )
+
+
+def check_batch_split(arguments, method, replicas, where):
+    """Raises a `ValueError` unless every batch of in-memory `fit` or
+    `evaluate` data (the last, partial one included) splits evenly over
+    `replicas` (a data-parallel update equals the one-device update of the
+    global batch only when the replicas hold equal shares). `where` names
+    the replicas in the message, e.g. "the 2 replicas of MirroredStrategy".
+    Datasets and generators bring their own batches and are not checked."""
+    import keras
+
+    from zoo.core.compat import private
+
+    array_data_adapter = private("keras.array_data_adapter")
+
+    x = arguments.get("x")
+    if replicas <= 1 or x is None or not array_data_adapter.can_convert_arrays(
+        (x, arguments.get("y"), arguments.get("sample_weight"))
+    ):
+        return
+    size = len(keras.tree.flatten(x)[0])
+    if method == "fit" and arguments.get("validation_split"):
+        size -= int(size * arguments["validation_split"])
+    batch = arguments.get("batch_size") or 32
+    last = size % batch
+    if batch % replicas or last % replicas:
+        raise ValueError(
+            f"`{method}` splits every batch over {where}: `batch_size` "
+            f"({batch}) and the last batch ({last or batch} of {size} "
+            f"examples) must be multiples of {replicas}. Pass a `batch_size` "
+            "that is, and trim the data to a multiple of it (or feed a "
+            "`tf.data.Dataset` batched with `drop_remainder=True`)."
+        )
+
+
+def tracker_results(trackers, flat):
+    """`{name: tracker.result()}` for `trackers` (`(name, metric)` pairs)
+    with their variables read from `flat`, their values concatenated in
+    order (summed over the replicas, say): each tracker's own `result()`
+    (a mean, a sum, the GPT's geometric mean of perplexities) of totals
+    other than its own, which stay untouched."""
+    import keras
+    from keras import ops
+
+    mapping = []
+    offset = 0
+    for _, tracker in trackers:
+        for variable in tracker.variables:
+            size = 1
+            for dim in variable.shape:
+                size *= dim
+            part = ops.reshape(flat[offset:offset + size], variable.shape)
+            mapping.append((variable, ops.cast(part, variable.dtype)))
+            offset += size
+    with keras.StatelessScope(state_mapping=mapping):
+        return {name: tracker.result() for name, tracker in trackers}
+
+
+@contextlib.contextmanager
+def without_distribution():
+    """Rank 0 alone writes presets and `.keras` files; what it builds while
+    writing (the preset's check that its config loads back) must not be
+    laid out over every process's devices by a JAX `keras.distribution`,
+    which would wait for the other processes. Elsewhere a no-op."""
+    if backend_name() != "jax":
+        yield
+        return
+    import keras
+
+    current = keras.distribution.distribution()
+    if current is None:
+        yield
+        return
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(current)

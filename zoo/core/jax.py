@@ -193,7 +193,41 @@ def fit_arguments(model, arguments):
     callbacks, checked against a `keras.distribution` (`GenerativeModel.fit`
     calls this)."""
     _check_batches(arguments, "fit")
+    if jax.process_count() > 1:
+        _check_processes(model, arguments)
     return nonfinite.with_guard(arguments)
+
+
+def _check_processes(model, arguments):
+    """Several processes (`jax.distributed`): every process must have built
+    the same model (else a `ValueError` on every process, before any step);
+    in-memory arrays are not sharded by Keras's JAX trainer (each process
+    would feed all of them as its own share), so they get a warning."""
+    import warnings
+
+    from jax.experimental import multihost_utils
+
+    from zoo.core import distributed
+    from zoo.core.compat import private
+
+    array_data_adapter = private("keras.array_data_adapter")
+
+    fingerprint = distributed.model_fingerprint(model)
+    parts = np.array([(fingerprint >> (14 * k)) & 0x3FFF for k in range(4)], np.int32)
+    gathered = np.asarray(multihost_utils.process_allgather(parts)).reshape(-1, 4)
+    different = [r for r, row in enumerate(gathered) if (row != gathered[0]).any()]
+    if different:
+        raise distributed.different_model_error(model, different, "process(es)")
+    data = (arguments.get("x"), arguments.get("y"), arguments.get("sample_weight"))
+    if data[0] is not None and array_data_adapter.can_convert_arrays(data):
+        warnings.warn(
+            f"`fit` on {jax.process_count()} JAX processes with in-memory "
+            "arrays: Keras does not shard them, so every process trains on "
+            "all of them as its own part of each global batch. Feed a "
+            "`tf.data.Dataset` batched with the global batch size "
+            "(`drop_remainder=True`): Keras gives each process its share.",
+            stacklevel=4,
+        )
 
 
 def evaluate_arguments(model, arguments):
@@ -208,33 +242,19 @@ def _check_batches(arguments, method):
     axis are a clear `ValueError` here, not an `IndivisibleError` from deep
     inside JAX at the first odd batch."""
     import keras
-    from keras.src.trainers.data_adapters import array_data_adapter
+
+    from zoo.core import distributed
 
     distribution = keras.distribution.distribution()
     mesh = getattr(distribution, "device_mesh", None)
     axis = getattr(distribution, "batch_dim_name", None)
-    x = arguments.get("x")
-    if mesh is None or axis not in mesh.axis_names or x is None:
-        return
-    if not array_data_adapter.can_convert_arrays(
-        (x, arguments.get("y"), arguments.get("sample_weight"))
-    ):
+    if mesh is None or axis not in mesh.axis_names:
         return
     devices = mesh.shape[mesh.axis_names.index(axis)]
-    size = len(keras.tree.flatten(x)[0])
-    if method == "fit" and arguments.get("validation_split"):
-        size -= int(size * arguments["validation_split"])
-    batch = arguments.get("batch_size") or 32
-    last = size % batch
-    if batch % devices or last % devices:
-        raise ValueError(
-            f"`{method}` under {type(distribution).__name__} splits every batch "
-            f"over the {devices} devices of its {axis!r} axis: `batch_size` "
-            f"({batch}) and the last batch ({last or batch} of {size} examples) "
-            f"must be multiples of {devices}. Pass a `batch_size` that is, and "
-            "trim the data to a multiple of it (or feed a `tf.data.Dataset` "
-            "batched with `drop_remainder=True`)."
-        )
+    distributed.check_batch_split(
+        arguments, method, devices,
+        f"the {devices} devices of the {axis!r} axis of {type(distribution).__name__}",
+    )
 
 
 def compile_step(model, fn, jit_compile=None):

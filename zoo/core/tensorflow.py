@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.core import nonfinite
+from zoo.core.compat import private
 
 
 def _distributed(model):
@@ -95,8 +96,9 @@ def _array_dataset(data, batch_size, steps=None):
     `from_tensor_slices(...).batch(...)` gives the same elements (same
     structure, dtypes and `element_spec`) at about 2 ms per iterator.
     """
-    from keras.src import tree
-    from keras.src.trainers.data_adapters import array_data_adapter, array_slicing
+    tree = private("keras.tree")
+    array_data_adapter = private("keras.array_data_adapter")
+    array_slicing = private("keras.array_slicing")
 
     if data[0] is None or not array_data_adapter.can_convert_arrays(data):
         return None
@@ -120,7 +122,56 @@ def fit_arguments(model, arguments):
     callbacks (`GenerativeModel.fit` calls this)."""
     from zoo.core import nonfinite
 
+    if _distributed(model):
+        _check_strategy(model, arguments, "fit")
     return nonfinite.with_guard(_fit_arguments(model, arguments))
+
+
+def _check_strategy(model, arguments, method):
+    """Under a `tf.distribute` strategy: in-memory batches that do not split
+    evenly over the replicas are a `ValueError` (the strategy would split
+    them unevenly, and the update would no longer be the one-device update
+    of the global batch); under `MultiWorkerMirroredStrategy`, `fit` checks
+    that every worker built the same model (a `ValueError` on every worker
+    otherwise, rather than each training its own step on shared weights)."""
+    from zoo.core import distributed
+
+    strategy = model.distribute_strategy
+    replicas = strategy.num_replicas_in_sync
+    distributed.check_batch_split(
+        arguments, method, replicas,
+        f"the {replicas} replicas of {type(strategy).__name__}",
+    )
+    if method == "fit" and _multi_worker(strategy):
+        _check_same_model(model, strategy)
+
+
+def _multi_worker(strategy):
+    return private("keras.tensorflow.multi_worker")(strategy)
+
+
+def _check_same_model(model, strategy):
+    """Every worker's model fingerprint, all-gathered (one collective, which
+    fails with the strategy's own error if a worker is gone); a
+    `ValueError` naming the workers whose model differs from worker 0's."""
+    from zoo.core import distributed
+
+    fingerprint = distributed.model_fingerprint(model)
+    # Four 14-bit parts: exact in float32, which every collective carries.
+    parts = tf.constant([[(fingerprint >> (14 * k)) & 0x3FFF for k in range(4)]], tf.float32)
+
+    def gather():
+        return tf.distribute.get_replica_context().all_gather(parts, axis=0)
+
+    gathered = tf.function(lambda: strategy.run(gather), autograph=False)()
+    gathered = strategy.experimental_local_results(gathered)[0].numpy()
+    # Replicas are numbered worker by worker.
+    per_worker = max(1, len(gathered) // distributed.process_count())
+    different = sorted({
+        r // per_worker for r, row in enumerate(gathered) if (row != gathered[0]).any()
+    })
+    if different:
+        raise distributed.different_model_error(model, different, "worker(s)")
 
 
 def _fit_arguments(model, arguments):
@@ -146,8 +197,9 @@ def _fit_arguments(model, arguments):
     Validation arrays (given, or split off) become the plain pipeline of
     `_array_dataset`, since Keras makes a new iterator at every validation.
     """
-    from keras.src.trainers.data_adapters import array_data_adapter, array_slicing
-    from keras.src.trainers.data_adapters import data_adapter_utils
+    array_data_adapter = private("keras.array_data_adapter")
+    array_slicing = private("keras.array_slicing")
+    data_adapter_utils = private("keras.data_adapter_utils")
 
     data = (arguments.get("x"), arguments.get("y"), arguments.get("sample_weight"))
     if data[0] is None or _distributed(model):
@@ -195,7 +247,10 @@ def _fit_arguments(model, arguments):
 def evaluate_arguments(model, arguments):
     """`evaluate`'s arguments, with in-memory arrays fed as the plain
     pipeline of `_array_dataset` (`GenerativeModel.evaluate` calls this)."""
-    if _distributed(model) or arguments.get("_use_cached_eval_dataset"):
+    if arguments.get("_use_cached_eval_dataset"):
+        return arguments
+    if _distributed(model):
+        _check_strategy(model, arguments, "evaluate")
         return arguments
     dataset = _array_dataset(
         (arguments.get("x"), arguments.get("y"), arguments.get("sample_weight")),
@@ -212,22 +267,39 @@ def make_test_function(model):
 
 
 def train_step(model, data):
-    return _for_multi_worker(model.run_step(data, training=True))
+    return _for_multi_worker(_global_logs(model, model.run_step(data, training=True)))
 
 
 def test_step(model, data):
-    return _for_multi_worker(model.run_step(data, training=False))
+    return _for_multi_worker(_global_logs(model, model.run_step(data, training=False)))
+
+
+def _global_logs(model, logs):
+    """Under a strategy, each tracker's log as its value over every
+    replica's examples so far: the trackers' totals and counts summed over
+    the replicas (one all-reduce), so that the mean Keras takes of the
+    replicas' logs is the number one device logs for the global batch. (A
+    replica's own tracker holds its share only: its running loss, and the
+    skipped-updates count divided by the replicas.)"""
+    replicas = replicas_in_sync()
+    if replicas <= 1:
+        return logs
+    trackers = [(name, model._trackers[name]) for name in sorted(logs) if name in model._trackers]
+    if not trackers:
+        return logs
+    from zoo.core import distributed
+
+    values = [tf.reshape(tf.cast(v.value, tf.float32), [-1]) for _, t in trackers for v in t.variables]
+    context = tf.distribute.get_replica_context()
+    flat = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat(values, 0))
+    return {**logs, **distributed.tracker_results(trackers, flat)}
 
 
 def _for_multi_worker(logs):
     # Keras's TF trainer reduces a multi-worker run's step outputs with
     # `strategy.reduce("MEAN", value, axis=0)`, which fails on a scalar:
     # each log goes out as a vector of one value, and comes back a scalar.
-    from keras.src.backend.tensorflow.trainer import _collective_all_reduce_multi_worker
-
-    if not tf.distribute.has_strategy() or not _collective_all_reduce_multi_worker(
-        tf.distribute.get_strategy()
-    ):
+    if not tf.distribute.has_strategy() or not _multi_worker(tf.distribute.get_strategy()):
         return logs
     return {name: tf.reshape(value, [1]) for name, value in logs.items()}
 
@@ -248,12 +320,23 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
             scaled = scaled / replicas
     grads = tape.gradient(scaled, variables)
     if record is not None:
-        # (This replica's gradient, undoing the 1/replicas above.)
-        record(
-            [None if g is None else
-             (tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g) * replicas
-             for g in grads]
-        )
+        # The global batch's gradient, as one device has it: the replicas'
+        # gradients (each of its loss / replicas) summed. (The optimizer
+        # sums them again inside `apply`; this extra all-reduce runs only
+        # while gradient norms are recorded.)
+        dense = [
+            None if g is None else
+            (tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g)
+            for g in grads
+        ]
+        if replicas > 1:
+            present = [k for k, g in enumerate(dense) if g is not None]
+            summed = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, [dense[k] for k in present]
+            )
+            for k, g in zip(present, summed):
+                dense[k] = g
+        record(dense)
     if not nonfinite.guarded(optimizer):
         optimizer.apply(grads, variables)
         return loss
@@ -286,7 +369,7 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
         for variable, value in zip(kept, old):
             variable.assign(tf.where(finite, variable.value, value))
         return loss
-    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+    if private("tensorflow.no_merge_call")():
         tf.cond(finite, apply, restore)
         return loss
 

@@ -28,16 +28,15 @@ Each `minimize` averages that player's gradients over the ranks
 applies the same update. BatchNorm: batch statistics are each rank's own
 (as DDP without `SyncBatchNorm`); the moving statistics are averaged over
 the ranks after every training step (`average_state`), so they stay equal
-on every rank and reflect every rank's data.
+on every rank and reflect every rank's data. Logs: each training step's
+(`reduce_step_logs`), the epoch's and `evaluate`'s (`reduce_logs`) are the
+trackers' values over every rank's examples, the numbers one process logs
+for the global batch.
 """
 
 import datetime
-import hashlib
-import json
 import os
-import warnings
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -73,9 +72,9 @@ def rank():
 
 
 def _device():
-    from keras.src.backend.torch.core import get_device
+    from zoo.core.compat import private
 
-    return torch.device(get_device())
+    return torch.device(private("keras.torch.get_device")())
 
 
 def pin_device():
@@ -170,65 +169,69 @@ def average_state(model):
             offset += n
 
 
-def reduce_logs(model, logs):
-    """`logs` with each tracker's value replaced by its mean over every
-    rank's examples (the trackers' totals and counts summed over ranks)."""
-    if not active() or not isinstance(logs, dict):
-        return logs
+def _summed_trackers(model, logs):
+    """The trackers behind `logs` and their variables summed over the ranks
+    (one all-reduce): a `Mean`'s totals and counts over every rank's
+    examples; a `Sum` (the skipped updates, which every rank counts alike,
+    deciding together) divided by the ranks again."""
     trackers = [(name, model._trackers[name]) for name in sorted(logs) if name in model._trackers]
     if not trackers:
+        return [], None
+    with torch.no_grad():
+        parts = []
+        for _, tracker in trackers:
+            flat = torch.cat([v.value.detach().reshape(-1).to(torch.float64)
+                              for v in tracker.variables])
+            parts.append(flat / world_size() if len(tracker.variables) == 1 else flat)
+        flat = torch.cat(parts).to(_device())
+        dist.all_reduce(flat)
+    return trackers, flat
+
+
+def reduce_logs(model, logs):
+    """`logs` with each tracker's value over every rank's examples, as
+    floats (Keras's epoch-end and `evaluate` logs)."""
+    if not active() or not isinstance(logs, dict):
         return logs
-    values = [v.value.detach().reshape(-1).double() for _, t in trackers for v in t.variables]
-    flat = torch.cat(values).to(_device())
-    dist.all_reduce(flat)
-    flat = flat.cpu().numpy()
-    logs = dict(logs)
-    offset = 0
-    for name, tracker in trackers:
-        n = len(tracker.variables)
-        part = flat[offset:offset + n]
-        offset += n
-        if n == 2:  # a Mean: total and count
-            logs[name] = float(part[0] / part[1]) if part[1] else 0.0
-        elif n == 1:  # a Sum
-            logs[name] = float(part[0])
-    return logs
+    from zoo.core import distributed
+
+    trackers, flat = _summed_trackers(model, logs)
+    if not trackers:
+        return logs
+    results = distributed.tracker_results(trackers, flat)
+    return {**logs, **{name: float(value) for name, value in results.items()}}
 
 
-def _fingerprint(model):
-    config = {}
-    try:
-        config = {k: v for k, v in model.get_config().items() if k not in ("seed", "name")}
-    except Exception:  # noqa: BLE001 -- a model without a config: its variables
-        pass
-    optimizer = getattr(model, "optimizer", None)
-    description = {
-        "class": type(model).__name__,
-        "config": config,
-        "variables": [(v.path, tuple(v.shape), str(v.dtype)) for v in model.variables],
-        "optimizer": [] if optimizer is None else [
-            (v.path, tuple(v.shape), str(v.dtype)) for v in optimizer.variables
-        ],
-    }
-    text = json.dumps(description, sort_keys=True, default=str)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "big")
+def reduce_step_logs(model, logs):
+    """A training step's `logs` with each tracker's running value over
+    every rank's examples so far, as one process with the global batch logs
+    it: every rank's callbacks see the same numbers (a `TerminateOnNaN` or
+    `EarlyStopping` decides alike on every rank, so none is left waiting in
+    a collective). The trackers keep their own counts; logs that are not
+    trackers (gradient norms, taken of the averaged gradients) are equal on
+    every rank already."""
+    if not active() or not isinstance(logs, dict):
+        return logs
+    from zoo.core import distributed
+
+    trackers, flat = _summed_trackers(model, logs)
+    if not trackers:
+        return logs
+    return {**logs, **distributed.tracker_results(trackers, flat)}
 
 
 def check_same_model(model):
     """Raises `ValueError` on every rank unless all ranks hold the same
     model (class, config, variables and optimizer state shapes)."""
-    mine = torch.tensor([_fingerprint(model)], dtype=torch.int64, device=_device())
+    from zoo.core import distributed
+
+    mine = torch.tensor([distributed.model_fingerprint(model)], dtype=torch.int64, device=_device())
     gathered = [torch.zeros_like(mine) for _ in range(world_size())]
     dist.all_gather(gathered, mine)
     prints = [int(g.item()) for g in gathered]
     different = [r for r, p in enumerate(prints) if p != prints[0]]
     if different:
-        raise ValueError(
-            f"{type(model).__name__}: the model of rank(s) {different} differs "
-            "from rank 0's (class, constructor arguments, variables or "
-            "optimizer); every process of a distributed `fit` must build the "
-            "same model and compile it the same way."
-        )
+        raise distributed.different_model_error(model, different)
 
 
 def synchronize(model):
