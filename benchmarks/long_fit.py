@@ -6,12 +6,12 @@ traced, eager.
 On PyTorch the default `jit_compile="auto"` picks the training step by the
 number of steps a `fit` plans (`AutoStep` in `zoo/core/torch_step.py`):
 eager below `zoo.core.TRACE_FIT`, the traced step run without compiling
-from there, the TorchInductor-compiled step from `zoo.core.LONG_FIT`. This
-measures where each pays: the whole `fit` (tracing and compilation
-included) of a fresh model with the compiled step (`jit_compile=True`),
-then with the traced step ("auto" with `TRACE_FIT` 0 and no `LONG_FIT`),
-then eagerly (`jit_compile=False`); "default" names the one "auto" runs at
-that length (`--kinds` times only some of the three). PyTorch only: JAX
+from there (both draw the same noise); `jit_compile=True` compiles the
+traced step with TorchInductor. This measures where each pays: the whole
+`fit` (tracing and compilation included) of a fresh model with the
+compiled step (`jit_compile=True`), then with the traced step ("auto" with
+`TRACE_FIT` 0), then eagerly (`jit_compile=False`); "default" names the
+one "auto" runs at that length (`--kinds` times only some of the three). PyTorch only: JAX
 and TensorFlow compile every `fit`. The models, data and batch sizes are
 `step_time.py`'s. Set
 `TORCHINDUCTOR_CACHE_DIR` to an empty folder for a cold compilation.
@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _markdown  # noqa: E402
 import step_time  # noqa: E402
 
-from zoo.core import LONG_FIT, TRACE_FIT  # noqa: E402
+from zoo.core import TRACE_FIT  # noqa: E402
 
 
 def fit_seconds(family, data, steps, settings):
@@ -46,8 +46,7 @@ def fit_seconds(family, data, steps, settings):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", default="gan")
-    parser.add_argument("--steps", type=int, default=LONG_FIT,
-                        help=f"training steps per fit (default LONG_FIT = {LONG_FIT})")
+    parser.add_argument("--steps", type=int, default=10_000, help="training steps per fit")
     parser.add_argument("--steps-per-epoch", type=int, default=100)
     parser.add_argument("--kinds", default="compiled,traced,eager",
                         help="which fits to time (comma-separated; default all three)")
@@ -64,7 +63,7 @@ def main(argv=None):
     print(
         f"backend {keras.backend.backend()}, keras {keras.__version__}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs, load average at start "
-        f"{os.getloadavg()[0]:.1f}, TRACE_FIT {TRACE_FIT}, LONG_FIT {LONG_FIT}\n"
+        f"{os.getloadavg()[0]:.1f}, TRACE_FIT {TRACE_FIT}\n"
     )
     table = ["| family | steps | compiled fit (s) | traced fit (s) | eager fit (s) | compiled/eager "
              "| traced/eager | default | final loss compiled / traced / eager |",
@@ -82,7 +81,7 @@ def main(argv=None):
             settings = {"jit_compile": {"compiled": True, "eager": False}.get(kind, "auto")}
             with step_time.traced_tier() if kind == "traced" else contextlib.nullcontext():
                 times[kind], steps, losses[kind] = fit_seconds(family, data, args.steps, settings)
-        default = "compiled" if steps >= LONG_FIT else "traced" if steps >= TRACE_FIT else "eager"
+        default = "traced" if steps >= TRACE_FIT else "eager"
         order = ("compiled", "traced", "eager")
         cells = [f"{times[k]:.1f}" if k in times else "-" for k in order]
         cells += [f"{times[k] / times['eager']:.2f}" if k in times and "eager" in times else "-"
@@ -93,7 +92,7 @@ def main(argv=None):
     print(f"\nload average at end {os.getloadavg()[0]:.1f}")
     _markdown.write(
         args.markdown, "Whole long fits on PyTorch: compiled, traced, eager", "\n".join(table),
-        notes=f"`TRACE_FIT` {TRACE_FIT}, `LONG_FIT` {LONG_FIT}; {args.steps_per_epoch} steps per epoch.",
+        notes=f"`TRACE_FIT` {TRACE_FIT}; {args.steps_per_epoch} steps per epoch.",
     )
 
 

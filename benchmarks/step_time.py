@@ -744,27 +744,15 @@ def first_step_seconds(family, data, settings):
 
 @contextlib.contextmanager
 def traced_tier():
-    """PyTorch's "auto" runs the traced step at any length (`TRACE_FIT` 0,
-    no `LONG_FIT`)."""
+    """PyTorch's "auto" runs the traced step at any length (`TRACE_FIT` 0)."""
     import zoo.core
 
-    saved = zoo.core.TRACE_FIT, zoo.core.LONG_FIT
-    zoo.core.TRACE_FIT, zoo.core.LONG_FIT = 0, float("inf")
+    saved = zoo.core.TRACE_FIT
+    zoo.core.TRACE_FIT = 0
     try:
         yield
     finally:
-        zoo.core.TRACE_FIT, zoo.core.LONG_FIT = saved
-
-
-def _same_noise_as(settings):
-    """The compiled PyTorch step draws with the core's counter-based
-    generator (`zoo.core.torch_step`), not `torch.Generator` (the traced
-    step draws Keras's own numbers)."""
-    if BACKEND == "torch" and settings.get("jit_compile") is True:
-        from zoo.core.torch_step import functional_random
-
-        return functional_random()
-    return contextlib.nullcontext()
+        zoo.core.TRACE_FIT = saved
 
 
 def check(family, data, settings, steps=5, torch_compile=False):
@@ -780,12 +768,11 @@ def check(family, data, settings, steps=5, torch_compile=False):
     totals = []
     for s in range(steps):
         noise = []
-        with _same_noise_as(settings):
-            for kind, shape, *rest in _shapes(family, family.batch_size):
-                if kind == "normal":
-                    noise.append(keras.random.normal(shape, seed=generator))
-                else:
-                    noise.append(keras.random.randint(shape, 0, rest[0], seed=generator))
+        for kind, shape, *rest in _shapes(family, family.batch_size):
+            if kind == "normal":
+                noise.append(keras.random.normal(shape, seed=generator))
+            else:
+                noise.append(keras.random.randint(shape, 0, rest[0], seed=generator))
         noise = [np.asarray(keras.ops.convert_to_numpy(n)) for n in noise]
         totals.append(sum(read(step(x[s * family.batch_size:(s + 1) * family.batch_size], noise))))
     native_loss = float(np.mean(totals))

@@ -83,21 +83,14 @@ LONG_LOOP = 100
 # `fit` planned for at least this many steps and runs the traced graph
 # without Keras's layer calls (`zoo.core.torch_step.AutoStep`): the trace
 # costs 0.5-1.4 s on a 2-core CPU and saved 3.6-12 ms per step against
-# eager Keras there. Whole fits (README, Performance) were faster traced
+# eager Keras there. Whole fits (docs, Performance) were faster traced
 # from 100 steps for the GAN, VAE, RealNVP and DDPM and from about 165 for
 # the GPT (0.7 s slower at 100), and slower at 50 steps for all but the
-# DDPM (even).
+# DDPM (even). The traced step draws the eager step's noise and computes
+# the same operations: this threshold changes the speed of a `fit`, never
+# its random numbers. ("auto" never compiles with TorchInductor; that is
+# `jit_compile=True`.)
 TRACE_FIT = 100
-
-# On PyTorch, `compile(jit_compile="auto")` compiles the training step of a
-# `fit` planned for at least this many steps (`zoo.core.torch_step.AutoStep`).
-# Compiling costs 20-50 s per model on a 2-core CPU (3-10 s from Inductor's
-# disk cache; the first model in a process also pays about 5 s of Inductor
-# setup, plus about 8 s once per cache folder), then saves 1.5-2.5 ms per
-# step against the traced step (GAN, VAE; none for the DDPM): whole fits
-# broke even at about 10,000 (VAE) to 11,000 (GAN) steps, and at 25,000
-# the DDPM's traced fit was still faster (README, Performance).
-LONG_FIT = 12_000
 
 
 def compiles_steps(jit_compile, num_steps, steps_before=0, compiled_before=False):
@@ -131,6 +124,6 @@ from zoo.core.model import GenerativeModel  # noqa: E402
 from zoo.core.nonfinite import NonFiniteUpdateError  # noqa: E402
 
 __all__ = [
-    "GenerativeModel", "LONG_FIT", "LONG_LOOP", "MultiOptimizer", "NonFiniteUpdateError", "TRACE_FIT", "backend_module", "backend_name",
+    "GenerativeModel", "LONG_LOOP", "MultiOptimizer", "NonFiniteUpdateError", "TRACE_FIT", "backend_module", "backend_name",
     "compile_loop", "compile_step", "compiles_steps",
 ]

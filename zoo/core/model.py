@@ -474,14 +474,13 @@ class GenerativeModel(keras.Model):
                 step once per batch shape and compiles it with
                 TorchInductor (`zoo/core/torch_step.py`) instead of Keras's
                 `torch.compile`; the first step then takes 20 s to minutes
-                on a small CPU. The default ("auto") does the same on
-                PyTorch for a `fit` planned for at least `zoo.core.LONG_FIT`
-                (12,000) steps, and every `fit` after it, compiling the
-                first batch shape only; a `fit` of at least
-                `zoo.core.TRACE_FIT` (100) steps runs that traced step
-                without compiling it (a trace of about a second); shorter
-                fits run eagerly. On TensorFlow and JAX "auto" is Keras's
-                rule.
+                on a small CPU. The default ("auto") on PyTorch runs a
+                `fit` of at least `zoo.core.TRACE_FIT` (100) steps, and
+                every `fit` after it, with that traced step without
+                compiling it (a trace of about a second; the first batch
+                shape only); shorter fits run eagerly. Every one of these
+                steps draws the same random numbers for the same seed. On
+                TensorFlow and JAX "auto" is Keras's rule.
             auto_scale_loss: under a `mixed_float16` policy, wrap each
                 player's optimizer in a `keras.optimizers.LossScaleOptimizer`.
         """

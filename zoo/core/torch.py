@@ -10,9 +10,9 @@ import weakref
 import optree
 import torch
 from keras import StatelessScope
-from torch.fx.experimental.proxy_tensor import make_fx
 
 from zoo.core import nonfinite, torch_distributed, torch_step
+from zoo.core.compat import private
 from zoo.core.torch_step import (  # noqa: F401
     evaluate_arguments,
     fit_arguments,
@@ -22,6 +22,11 @@ from zoo.core.torch_step import (  # noqa: F401
 )
 
 torch_distributed.pin_device()
+
+# Private PyTorch names, fetched once (`zoo.core.compat`).
+_foreach_mul = private("torch.foreach_mul")
+_foreach_norm = private("torch.foreach_norm")
+_foreach_lerp_ = private("torch.foreach_lerp_")
 
 
 def train_step(model, data):
@@ -41,7 +46,7 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
     guarded = nonfinite.guarded(optimizer)
     state = nonfinite.state_variables(model) if guarded else []
     with torch.no_grad():  # (one fused copy of the statistics)
-        before = torch._foreach_mul([v.value for v in state], 1.0) if state else []
+        before = _foreach_mul([v.value for v in state], 1.0) if state else []
     with torch.enable_grad():
         loss = loss_fn()
         optimizer.scale_loss(loss).backward(inputs=params)
@@ -61,7 +66,7 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
         present = [g for g in grads if g is not None]
         # One fused norm per dtype group: NaN or Inf anywhere makes it so.
         finite = (
-            torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(present)]).sum())
+            torch.isfinite(torch.stack([n.float() for n in _foreach_norm(present)]).sum())
             if present else torch.tensor(True)
         )
         nonfinite.note(model, finite)
@@ -161,7 +166,7 @@ def compile_step(model, fn, jit_compile=None, stride=1):
         try:
             # Fake tensors: a conversion to NumPy or Python inside `fn` fails
             # here instead of freezing the trace's values into the graph.
-            graph = make_fx(
+            graph = private("torch.make_fx")(
                 pure, tracing_mode="fake",
                 decomposition_table={torch.ops.aten.mm.default: _small_matmul} if inductor else None,
             )(*args)
@@ -178,7 +183,7 @@ def compile_step(model, fn, jit_compile=None, stride=1):
         if not inductor:
             compiled["fn"] = torch_step.lean_graph(graph, count, []).forward
             return
-        compiled["fn"] = torch._inductor.compile(
+        compiled["fn"] = private("torch.inductor_compile")(
             graph, args,
             # Shapes never change between calls: no checks of them per call.
             options={"cpp_wrapper": True, "size_asserts": False,
@@ -258,5 +263,5 @@ def set_trainable_values(model, values):
 def moving_average(averages, values, decay):
     # In place, one fused kernel per dtype/device group.
     with torch.no_grad():
-        torch._foreach_lerp_(averages, [v.detach() for v in values], 1.0 - decay)
+        _foreach_lerp_(averages, [v.detach() for v in values], 1.0 - decay)
     return averages

@@ -158,8 +158,10 @@ def shard(x, y, sample_weight, batch_size, shuffle, training, seed=0):
     sample_weight, batch_size, extra callbacks)`; `training` pads the epoch
     so every rank runs as many steps."""
     import torch
-    from keras.src.trainers import data_adapters
-    from keras.src.trainers.data_adapters import array_data_adapter
+    from zoo.core.compat import private
+
+    data_adapters = private("keras.data_adapters")
+    array_data_adapter = private("keras.array_data_adapter")
 
     world = td.world_size()
     if array_data_adapter.can_convert_arrays((x, y, sample_weight)):
@@ -265,7 +267,9 @@ def prepare(model, arguments, training):
         x, y, sw = arguments.get("x"), arguments.get("y"), arguments.get("sample_weight")
         split = arguments.get("validation_split") or 0.0
         if split and arguments.get("validation_data") is None:
-            from keras.src.trainers.data_adapters import array_slicing
+            from zoo.core.compat import private
+
+            array_slicing = private("keras.array_slicing")
 
             (x, y, sw), arguments["validation_data"] = array_slicing.train_validation_split(
                 (x, y, sw), validation_split=split

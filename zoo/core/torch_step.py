@@ -22,14 +22,11 @@ What the trace needs, and where it is handled:
 - randomness: Keras's PyTorch random ops seed a `torch.Generator` from a
   Python int read off the seed state, which a trace would freeze into a
   constant (the same noise every step). While tracing, `keras.random`'s
-  draws are replaced so that the seed is drawn in the graph (the seed state
-  is a graph input, each step draws new noise, and seeded runs are
-  reproducible). For TorchInductor, by a counter-based generator (a 32-bit
-  integer hash of the seed state and the element index) computed with
-  tensor operations: noise that differs from eager PyTorch's (a different
-  generator), not in distribution. For the traced graph run without
-  compiling (below), by single opaque operations that call Keras's own
-  function with the drawn seed: the eager step's numbers;
+  draws are replaced by single opaque graph operations that draw the seed
+  in the graph (the seed state is a graph input, updated by the graph) and
+  call Keras's own function with it when the graph runs: every tier,
+  eager, traced and compiled, draws the same numbers from the same stream,
+  whatever the length of the `fit` or the tier "auto" picks;
 - anything the trace cannot represent (a Python branch on a tensor value,
   a draw without a tracked seed, a variable assigned that the step does
   not thread) makes the step fall back to eager execution with a warning,
@@ -40,14 +37,14 @@ TorchInductor (`CompiledStep(inductor=False)`): a trace costs about a
 second, against 20-50 s of compilation, and still skips Keras's layer
 calls, autograd and the optimizers' Python; it updates the variables in
 place where it can and calls each operation through PyTorch's Python
-bindings (`lean_graph`). `jit_compile="auto"` runs a `fit` of middling
-length this way (`AutoStep`), and `zoo.core.compile_step(...,
-jit_compile="traced")` the steps of sampling and generation loops.
+bindings (`lean_graph`). `jit_compile="auto"` runs a `fit` of
+`zoo.core.TRACE_FIT` steps or more this way (`AutoStep`), and
+`zoo.core.compile_step(..., jit_compile="traced")` the steps of sampling
+and generation loops.
 """
 
 import contextlib
 import inspect
-import math
 import operator
 import threading
 import types
@@ -57,13 +54,17 @@ import keras
 import optree
 import torch
 from keras import StatelessScope
-from keras.src.random.seed_generator import SeedGenerator
 
 from zoo.core import nonfinite
+from zoo.core.compat import private
+
+SeedGenerator = private("keras.SeedGenerator")
+# Private PyTorch names, fetched once (a step calls them every time).
+_foreach_copy_ = private("torch.foreach_copy_")
+_OpOverload = private("torch.OpOverload")
+_TensorBase = private("torch.TensorBase")
 
 _local = threading.local()
-
-_MASK = 0xFFFFFFFF
 
 
 def tracing():
@@ -75,138 +76,9 @@ class _Untraceable(Exception):
     pass
 
 
-# ---------------------------------------------------------------------------
-# Counter-based random numbers from the seed state, as tensor operations.
-
-
-def _times(x, c):
-    # `x * c mod 2**32` for 32-bit x and c with no intermediate past 2**63:
-    # int64 overflow is undefined in the compiled C++ and must not happen.
-    # With c = c' + 2**31, x * 2**31 mod 2**32 is x's lowest bit moved to
-    # bit 31, and x * c' < 2**63.
-    if c < 2**31:
-        return (x * c) & _MASK
-    return (x * (c - 2**31) + ((x & 1) << 31)) & _MASK
-
-
-def _mix(x):
-    # "lowbias32" (C. Wellons): a 32-bit integer hash, in int64 masked to 32
-    # bits so it needs no unsigned types.
-    x = x ^ (x >> 16)
-    x = _times(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _times(x, 0x846CA68B)
-    return x ^ (x >> 16)
-
-
-def _random_bits(seed, count, device):
-    """`count` 32-bit random integers (int64) from a 2-element seed tensor."""
-    from keras.src.random.seed_generator import draw_seed
-
-    if not isinstance(seed, torch.Tensor):
-        seed = draw_seed(seed)
-    seed = seed.to(torch.int64) & _MASK
-    key1 = _mix(seed[0] ^ 0x9E3779B9)
-    key2 = _mix(key1 ^ _mix((seed[1] + 0x632BE5AB) & _MASK))
-    counter = torch.arange(count, dtype=torch.int64, device=device)
-    return _mix(_mix(counter ^ key1) ^ key2)
-
-
-def _uniform01(seed, shape, dtype, device):
-    """Uniform in the open interval (0, 1), 24 random bits."""
-    n = math.prod(shape)
-    bits = _random_bits(seed, n, device)
-    u = ((bits >> 8).to(torch.float32) + 0.5) * (2.0**-24)
-    return u.reshape(shape).to(dtype)
-
-
-def _standard_normal(seed, shape, device):
-    # Box-Muller, both outputs of each pair of uniforms: half the hashing
-    # (most of the arithmetic, and of Inductor's code generation, of a
-    # step that draws normal noise).
-    n = math.prod(shape)
-    pairs = (n + 1) // 2
-    u = _uniform01(seed, (2 * pairs,), torch.float32, device)
-    radius = torch.sqrt(-2.0 * torch.log(u[:pairs]))
-    angle = (2.0 * math.pi) * u[pairs:]
-    z = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)])
-    return z[:n].reshape(shape)
-
-
-def _functional_random_ops():
-    from keras.src.backend.config import floatx
-    from keras.src.backend.torch.core import get_device, to_torch_dtype
-    from keras.src.backend.torch.random import _get_concrete_noise_shape
-
-    def _shape(shape):
-        return tuple(int(d) for d in shape)
-
-    def normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
-        dtype = to_torch_dtype(dtype or floatx())
-        z = _standard_normal(seed, _shape(shape), get_device())
-        return (z * stddev + mean).to(dtype)
-
-    def uniform(shape, minval=0.0, maxval=1.0, dtype=None, seed=None):
-        dtype = to_torch_dtype(dtype or floatx())
-        u = _uniform01(seed, _shape(shape), torch.float32, get_device())
-        return (minval + (maxval - minval) * u).to(dtype)
-
-    def randint(shape, minval, maxval, dtype="int32", seed=None):
-        dtype = to_torch_dtype(dtype)
-        shape = _shape(shape)
-        bits = _random_bits(seed, math.prod(shape), get_device()).reshape(shape)
-        minval = torch.as_tensor(minval, device=get_device()).to(torch.int64)
-        span = torch.as_tensor(maxval, device=get_device()).to(torch.int64) - minval
-        return (minval + ((bits * span) >> 32)).to(dtype)
-
-    def truncated_normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
-        # Inverse CDF restricted to (-2, 2), Keras's cut.
-        dtype = to_torch_dtype(dtype or floatx())
-        low = 0.5 * (1.0 + math.erf(-2.0 / math.sqrt(2.0)))
-        u = _uniform01(seed, _shape(shape), torch.float32, get_device())
-        p = low + (1.0 - 2.0 * low) * u
-        z = math.sqrt(2.0) * torch.erfinv(2.0 * p - 1.0)
-        return (z * stddev + mean).to(dtype)
-
-    def dropout(inputs, rate, noise_shape=None, seed=None):
-        if rate == 1.0:
-            return torch.zeros_like(inputs)
-        if rate == 0.0:
-            return inputs
-        if isinstance(seed, SeedGenerator) and seed._initial_seed is None and noise_shape is None:
-            # Unseeded: torch's own dropout, as in eager mode (Inductor seeds
-            # it afresh at every call).
-            return torch.nn.functional.dropout(inputs, p=rate, training=True)
-        keep = 1.0 - rate
-        shape = _get_concrete_noise_shape(inputs, noise_shape)
-        mask = _uniform01(seed, _shape(shape), torch.float32, get_device()) < keep
-        mask = torch.broadcast_to(mask, inputs.shape)
-        return torch.where(mask, inputs / keep, torch.zeros_like(inputs))
-
-    def categorical(logits, num_samples, dtype="int32", seed=None):
-        logits = torch.as_tensor(logits)
-        batch, classes = logits.shape
-        u = _uniform01(seed, (batch, num_samples, classes), torch.float32, get_device())
-        gumbel = -torch.log(-torch.log(u))
-        return torch.argmax(logits[:, None, :].float() + gumbel, dim=-1).to(to_torch_dtype(dtype))
-
-    def untraceable(name):
-        def fn(*args, **kwargs):
-            raise _Untraceable(f"`keras.random.{name}` has no traceable version")
-
-        return fn
-
-    ops = dict(normal=normal, uniform=uniform, randint=randint,
-               truncated_normal=truncated_normal, dropout=dropout, categorical=categorical)
-    for name in ("shuffle", "gamma", "binomial", "beta"):
-        ops[name] = untraceable(name)
-    return ops
-
-
 @contextlib.contextmanager
 def _replaced_random(replaced):
-    from keras.src.backend.torch import random as module
-
+    module = private("keras.torch.random")
     saved = {name: getattr(module, name) for name in replaced}
     try:
         for name, fn in replaced.items():
@@ -217,22 +89,15 @@ def _replaced_random(replaced):
             setattr(module, name, fn)
 
 
-def functional_random():
-    """Replaces `keras.random`'s PyTorch draws by the counter-based ones.
-
-    Used while tracing for TorchInductor; tests also run an eager step
-    under it, to compare a compiled and an eager step with the same noise.
-    """
-    return _replaced_random(_functional_random_ops())
-
-
 # ---------------------------------------------------------------------------
-# Keras's own PyTorch draws as single operations of a traced graph run
-# without compiling: the seed is drawn in the graph (the seed state is a
-# graph input, updated by the graph), and each draw is one opaque operation
-# that calls Keras's function at run time with that seed. The same numbers
-# as an eager step's, for one Python call per draw instead of the counter-
-# based generator's 50-60 operations.
+# Keras's own PyTorch draws as single operations of a traced graph: the
+# seed is drawn in the graph (the seed state is a graph input, updated by
+# the graph), and each draw is one opaque operation that calls Keras's
+# function at run time with that seed: the eager step's numbers. Inductor
+# calls the operation as an external kernel, so the compiled step draws
+# them too. (An Inductor graph loaded from its on-disk cache calls the op
+# with the keys of the trace this process has just made of the same graph:
+# `_DRAWS` always holds this process's draws.)
 
 
 class _Drawn(SeedGenerator):
@@ -274,8 +139,7 @@ def _opaque(fn, seed, shape, dtype, /, *args, **kwargs):
     functions, as one operation of the traced graph; its seed is drawn in
     the graph, and any tensor among the arguments is an input of the
     operation (no gradient flows through it: a draw has none)."""
-    from keras.src.random.seed_generator import draw_seed
-
+    draw_seed = private("keras.draw_seed")
     flat, spec = optree.tree_flatten((args, kwargs), none_is_leaf=True)
     positions = [k for k, v in enumerate(flat) if isinstance(v, torch.Tensor)]
     tensors = [flat[k].detach() for k in positions]
@@ -294,10 +158,10 @@ def _opaque(fn, seed, shape, dtype, /, *args, **kwargs):
 
 
 def _keras_draw_ops():
-    from keras.src.backend.config import floatx
-    from keras.src.backend.torch import random as module
-    from keras.src.backend.torch.core import to_torch_dtype
-    from keras.src.backend.torch.random import _get_concrete_noise_shape
+    floatx = private("keras.floatx")
+    module = private("keras.torch.random")
+    to_torch_dtype = private("keras.torch.to_torch_dtype")
+    _get_concrete_noise_shape = private("keras.torch.noise_shape")
 
     original = {name: getattr(module, name) for name in (
         "normal", "uniform", "randint", "truncated_normal", "categorical", "dropout",
@@ -345,8 +209,7 @@ def _keras_draw_ops():
 
 def _keras_draws():
     """Replaces `keras.random`'s PyTorch draws by single graph operations
-    that run Keras's own (`_opaque`), while tracing the step that runs
-    without TorchInductor. (`shuffle` is left as it is: tracing it fails,
+    that run Keras's own (`_opaque`), while tracing a step. (`shuffle` is left as it is: tracing it fails,
     and the step runs eagerly.)"""
     return _replaced_random(_keras_draw_ops())
 
@@ -458,7 +321,8 @@ def _redundant_copy(node, data):
     return base is not None and not _written(node, returned=True) and not _written(base)
 
 
-_BINDING_MODULES = (torch, torch._C._nn, torch._C._linalg, torch._C._special, torch._C._fft)
+_BINDING_MODULES = (torch, private("torch.nn_bindings"), private("torch.linalg_bindings"),
+                    private("torch.special_bindings"), private("torch.fft_bindings"))
 
 
 def _binding(node):
@@ -473,14 +337,14 @@ def _binding(node):
     operation's own arguments, positional and keyword, and picks the same
     overload from their types."""
     target = node.target
-    if not isinstance(target, torch._ops.OpOverload) or target.namespace != "aten":
+    if not isinstance(target, _OpOverload) or target.namespace != "aten":
         return None
     name = target._opname
     for module in _BINDING_MODULES:
         fn = getattr(module, name, None)
         if type(fn) is types.BuiltinFunctionType and fn.__module__ == module.__name__:
             return "call_function", fn
-    method = getattr(torch._C.TensorBase, name, None)
+    method = getattr(_TensorBase, name, None)
     arguments = target._schema.arguments
     if (
         method is not None
@@ -710,15 +574,14 @@ class CompiledStep:
         values = [v._value for v in self.variables]
         with torch.no_grad():  # (the weights require gradients)
             out = fn(*values, *[x for x in leaves if x is not None])
-            torch._foreach_copy_([values[changed[i]] for i in copied], [out[i] for i in copied])
+            _foreach_copy_([values[changed[i]] for i in copied], [out[i] for i in copied])
         return optree.tree_unflatten(log_spec, out[len(changed):])
 
     def _trace(self, leaves, spec):
-        from torch._subclasses.fake_tensor import FakeTensorMode
-        from torch.fx.experimental.proxy_tensor import make_fx
-        from torch.fx.experimental.symbolic_shapes import ShapeEnv
-
-        from keras.src.random.seed_generator import global_seed_generator
+        FakeTensorMode = private("torch.FakeTensorMode")
+        make_fx = private("torch.make_fx")
+        ShapeEnv = private("torch.ShapeEnv")
+        global_seed_generator = private("keras.global_seed_generator")
 
         # Made now, not inside the trace, where its state would be a traced
         # value that outlives it. (An unseeded draw in the step assigns it,
@@ -744,8 +607,7 @@ class CompiledStep:
             mapping = list(zip(variables, values))
             _local.tracing = True
             try:
-                noise = functional_random() if self.inductor else _keras_draws()
-                with torch.enable_grad(), noise, StatelessScope(
+                with torch.enable_grad(), _keras_draws(), StatelessScope(
                     state_mapping=mapping
                 ) as scope:
                     step = model.train_step if self.training else model.test_step
@@ -791,7 +653,7 @@ class CompiledStep:
             graph = make_fx(pure, tracing_mode="fake")(*args)
         changed = meta["changed"]
         if self.inductor:
-            fn, copied = torch._inductor.compile(graph, args), range(len(changed))
+            fn, copied = private("torch.inductor_compile")(graph, args), range(len(changed))
         else:
             graph = lean_graph(graph, count, changed)
             fn, copied = graph.forward, _copied_back(graph.graph, count, changed)
@@ -820,40 +682,39 @@ class FitLength(keras.callbacks.Callback):
 
 
 class AutoStep:
-    """`jit_compile="auto"`'s training step, by the number of steps the
-    running `fit` plans: Keras's eager step below `zoo.core.TRACE_FIT`; the
-    traced step run without compiling (`CompiledStep(inductor=False)`) from
-    there; the compiled step (`CompiledStep`) from `zoo.core.LONG_FIT`.
-    A later `fit` keeps the fastest step an earlier one paid for. Only the
-    first batch shape is traced; others (a smaller last batch) run eagerly,
-    rather than paying a second trace. A `fit` whose length is unknown (a
-    generator without `len`, or `callbacks` given as a `CallbackList`,
-    which `GenerativeModel.fit` leaves alone) keeps the step of earlier
-    `fit`s, eager at first."""
+    """`jit_compile="auto"`'s training step: Keras's eager step for a `fit`
+    planned for fewer than `zoo.core.TRACE_FIT` steps, and from there the
+    traced step run without compiling (`CompiledStep(inductor=False)`),
+    which later `fit`s keep. Both draw Keras's own numbers from the model's
+    seed generators and compute the same operations, so the tier changes
+    the speed, never the noise (and, but for rounding in a few backward
+    operations, not the results). "auto" never compiles with TorchInductor:
+    that is `jit_compile=True`. Only the first batch shape is traced;
+    others (a smaller last batch) run eagerly, rather than paying a second
+    trace. A `fit` whose length is unknown (a generator without `len`, or
+    `callbacks` given as a `CallbackList`, which `GenerativeModel.fit`
+    leaves alone) keeps the step of earlier `fit`s, eager at first."""
 
     def __init__(self, model):
         self.model = model
-        self.steps = (
-            CompiledStep(model, training=True, max_signatures=1, warn=False, inductor=False),
-            CompiledStep(model, training=True, max_signatures=1, warn=False),
+        self.traced = CompiledStep(
+            model, training=True, max_signatures=1, warn=False, inductor=False
         )
         self.plan = None
-        self.tier = 0  # 0 eager, 1 traced, 2 compiled: indexes `steps` from 1
+        self.tier = 0  # 0 eager, 1 traced
 
     def __call__(self, data):
         plan = getattr(self.model, "_planned_fit", None)
         if plan is not self.plan:
             self.plan = plan
-            from zoo.core import LONG_FIT, TRACE_FIT
+            from zoo.core import TRACE_FIT
 
             steps = (plan[0] or 0) if plan is not None else 0
-            tier = 2 if steps >= LONG_FIT else 1 if steps >= TRACE_FIT else 0
-            self.tier = max(self.tier, tier)
-            if self.steps[0].fallback is not None:  # untraceable: no second try
-                self.steps[1].fallback = self.steps[0].fallback
+            if steps >= TRACE_FIT:
+                self.tier = 1
         if self.tier == 0:
-            return self.steps[0].eager(data[0])
-        return self.steps[self.tier - 1](data)
+            return self.traced.eager(data[0])
+        return self.traced(data)
 
 
 def _jit_compile(model):
@@ -880,7 +741,10 @@ def make_train_function(model):
                 "eagerly (compile(jit_compile=True) traces no collectives).",
                 stacklevel=3,
             )
-        return None
+        # Keras's own function would wrap the step in `torch.compile`
+        # under jit_compile=True (minutes of Dynamo over the collectives):
+        # the eager step as Keras calls it, `data` a list of one batch.
+        return lambda data: model.train_step(data[0])
     if jit_compile is True:
         return CompiledStep(model, training=True)
     if jit_compile == "auto":
@@ -923,9 +787,7 @@ def _with_callbacks(arguments, *extra):
     callbacks = arguments.get("callbacks")
     if isinstance(callbacks, keras.callbacks.CallbackList):
         return arguments
-    from keras.src.backend.torch.core import get_device
-
-    if get_device() == "cpu":
+    if private("keras.torch.get_device")() == "cpu":
         extra += (_BatchEndsInline(),)
     return {**arguments, "callbacks": [*(callbacks or []), *extra]}
 
