@@ -3,6 +3,7 @@
     python -m zoo list [--family FAMILY]
     python -m zoo info PRESET
     python -m zoo sample PRESET --num 16 --seed 0 --out grid.png
+    python -m zoo sample t2i_digits --prompt "a slanted seven" --num 16 --out grid.png
     python -m zoo train MODEL --data DATA --epochs N --out DIR
 
 PRESET is a built-in name (`list`), a preset directory, or a file:// /
@@ -30,7 +31,7 @@ import os
 import shlex
 import sys
 
-FAMILIES = ("gan", "vae", "flow", "diffusion", "transformer")
+FAMILIES = ("gan", "vae", "flow", "diffusion", "transformer", "multimodal")
 DATASETS = ("digits", "ring", "grid", "moons", "swiss_roll", "markov")
 MODELS = ("gan", "wgan_gp", "vae", "vqvae", "realnvp", "glow", "nsf", "ddpm", "gpt")
 
@@ -104,7 +105,11 @@ def _parser():
                    "language models print their text instead")
     p.add_argument("--steps", type=_positive_int,
                    help=f"diffusion models: sampler steps ({SAMPLE_DEFAULTS['steps']})")
-    p.add_argument("--prompt", help="language models with a tokenizer: text to continue")
+    p.add_argument("--prompt", help="language models with a tokenizer: text to continue; "
+                   "text-to-image models: what every image shows")
+    p.add_argument("--guidance-scale", type=_temperature,
+                   help="text-to-image models: classifier-free guidance weight, >= 0 "
+                   "(the preset's default, else 1: plain conditional sampling)")
     p.add_argument("--max-new-tokens", type=_positive_int,
                    help=f"language models: tokens to generate "
                    f"({SAMPLE_DEFAULTS['max_new_tokens']})")
@@ -219,6 +224,13 @@ def _sample(args):
     if text:
         return _generate(model, args)
     kwargs = {"steps": args.steps} if has_steps else {}
+    if getattr(model, "text_encoder", None) is not None:
+        kwargs.update(_text_to_image_options(model, args))
+    elif args.guidance_scale is not None or args.prompt is not None:
+        option = "--prompt" if args.prompt is not None else "--guidance-scale"
+        raise ValueError(f"{option} does not apply to {args.preset!r}, a {cls.__name__} "
+                         "without a text encoder: it is for text-to-image models"
+                         + (" and language models." if option == "--prompt" else "."))
     out = args.out or "samples.png"
     samples = np.asarray(model.sample(args.num, seed=args.seed, **kwargs))
     shape = samples.shape[1:]
@@ -233,8 +245,24 @@ def _sample(args):
             f"Samples of shape {shape} are neither images nor 2-D points; "
             "pass --out FILE.npy to save them as a NumPy array."
         )
-    print(f"Wrote {args.num} samples of shape {shape} to {os.path.abspath(out)}")
+    about = f" for {args.prompt!r}" if "prompts" in kwargs else ""
+    print(f"Wrote {args.num} samples of shape {shape}{about} to {os.path.abspath(out)}")
     return 0
+
+
+def _text_to_image_options(model, args):
+    """`sample`'s keyword arguments for a text-conditioned diffusion model:
+    the prompt for every image, and the guidance scale (the preset's
+    recorded default when not given)."""
+    if args.prompt is None:
+        raise ValueError(f"{args.preset!r} is a text-to-image model: pass --prompt TEXT "
+                         '(e.g. --prompt "a slanted seven").')
+    from zoo.presets import preset_metadata
+
+    scale = args.guidance_scale
+    if scale is None:
+        scale = preset_metadata(args.preset).get("sampling", {}).get("guidance_scale", 1.0)
+    return {"prompts": [args.prompt] * args.num, "guidance_scale": scale}
 
 
 def _check_sample_options(args, cls):
@@ -243,12 +271,19 @@ def _check_sample_options(args, cls):
 
     text = family_of(cls) == "transformer"
     wrong = ["--prompt", "--max-new-tokens", "--temperature"] if not text else ["--out"]
+    if "prompts" in inspect.signature(cls.sample).parameters:
+        # Text-to-image models (checked against the loaded model in `_sample`).
+        wrong.remove("--prompt")
+    if text:
+        wrong.append("--guidance-scale")
     if "steps" not in inspect.signature(cls.sample).parameters:
         wrong.append("--steps")
     for option in wrong:
         if getattr(args, option[2:].replace("-", "_")) is not None:
             applies = {"--out": "image and point models (language models print text)",
-                       "--steps": "diffusion models"}.get(option, "language models")
+                       "--steps": "diffusion models",
+                       "--guidance-scale": "text-to-image models"}.get(option,
+                                                                     "language models")
             raise ValueError(
                 f"{option} does not apply to {args.preset!r}, a {cls.__name__}: "
                 f"it is for {applies}."

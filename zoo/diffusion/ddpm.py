@@ -49,6 +49,16 @@ class DDPM(DiffusionModel):
             swaps it in for anything else (evaluation, saving a preset).
         hidden_units, num_blocks: the default MLP denoiser.
         channels, channel_multipliers, num_res_blocks: the default U-Net.
+        text_encoder: enables text conditioning (images only, U-Net or
+            DiT): a `zoo.multimodal.TextEncoder` (or a CLIP's text
+            encoder) whose token embeddings the denoiser cross-attends to
+            (and whose masked mean joins the time embedding); `fit(images,
+            captions)` and `sample(n, prompts=[...], guidance_scale=...)`
+            then. See docs/text_to_image.md.
+        train_text_encoder: train the text encoder jointly (default) or
+            keep it frozen (e.g. one taken from a trained CLIP).
+        text_dropout: share of training captions replaced by the learned
+            null condition, for classifier-free guidance.
         seed: seeds the denoiser's initial weights and the training noise.
 
     `log_prob(x)` integrates the probability-flow ODE (DDIM's) with the
@@ -89,6 +99,9 @@ class DDPM(DiffusionModel):
         channels=32,
         channel_multipliers=(1, 2),
         num_res_blocks=1,
+        text_encoder=None,
+        train_text_encoder=True,
+        text_dropout=0.1,
         seed=None,
         **kwargs,
     ):
@@ -106,7 +119,8 @@ class DDPM(DiffusionModel):
             denoiser=denoiser, denoiser_options=denoiser_options, ema_decay=ema_decay,
             hidden_units=hidden_units, num_blocks=num_blocks, channels=channels,
             channel_multipliers=channel_multipliers, num_res_blocks=num_res_blocks,
-            seed=seed, **kwargs,
+            text_encoder=text_encoder, train_text_encoder=train_text_encoder,
+            text_dropout=text_dropout, seed=seed, **kwargs,
         )
         self.schedule = schedule
         self.prediction = prediction
@@ -135,8 +149,7 @@ class DDPM(DiffusionModel):
         x0 = ops.cast(x0, "float32")
         abar = self._abar(t)
         x_t = ops.sqrt(abar) * x0 + ops.sqrt(1.0 - abar) * noise
-        inputs = [x_t, t] + ([labels] if self.num_classes else [])
-        pred = self._predict(inputs, training=training)
+        pred = self._predict(self._denoiser_inputs(x_t, t, labels, training), training=training)
         target = {
             "epsilon": noise,
             "v": ops.sqrt(abar) * noise - ops.sqrt(1.0 - abar) * x0,
@@ -155,7 +168,7 @@ class DDPM(DiffusionModel):
         n = ops.shape(x)[0]
         t = keras.random.randint((n,), 0, self.timesteps, seed=self.seed_generator)
         noise = keras.random.normal(ops.shape(x), seed=self.seed_generator)
-        return t, noise, self._training_labels(y, n)
+        return t, noise, self._training_condition(y, n)
 
     def train_step_logic(self, x, y=None, sample_weight=None):
         t, noise, labels = self._draws(x, y)
@@ -191,12 +204,12 @@ class DDPM(DiffusionModel):
         """One sampler step `x <- c . (x, x0, x0_prev, eps, z)`, written as
         `compile_step` asks. Static shapes: one per batch size."""
         def step(i, state):
-            (x, x0_prev), z, (labels, ts, table, guidance, offset) = state
+            (x, x0_prev), z, (*condition, ts, table, guidance, offset) = state
             k = offset + i
             t = ops.broadcast_to(ops.take(ts, k), (batch,))
             c = ops.take(table, k, axis=0)
             pred = self._guided_prediction(
-                x, t, labels if self.num_classes else None, guidance if guided else None,
+                x, t, self._step_condition(condition), guidance if guided else None,
             )
             x0, eps = self._x0_and_eps(pred, x, t, clip)
             x = c[0] * x + c[1] * x0 + c[2] * x0_prev + c[3] * eps + c[4] * z
@@ -212,6 +225,7 @@ class DDPM(DiffusionModel):
         eta=0.0,
         guidance_scale=None,
         labels=None,
+        prompts=None,
         seed=None,
         use_ema=True,
         clip_denoised=None,
@@ -225,10 +239,14 @@ class DDPM(DiffusionModel):
             steps: denoiser evaluations, an integer in 1..timesteps.
             sampler: `"ddpm"` (ancestral), `"ddim"` or `"dpm++2m"`.
             eta: DDIM's noise level (0: deterministic; 1: as DDPM).
-            guidance_scale: classifier-free guidance weight w (1: plain
-                conditional sampling); needs `labels`.
+            guidance_scale: classifier-free guidance weight w >= 0 (0: the
+                unconditional model, 1: plain conditional sampling, above 1:
+                guided); needs `labels` or `prompts`.
             labels: class of each sample (int or `(num_samples,)` ints) for
                 a conditional model; `None` samples without a label.
+            prompts: a text-conditioned model's prompts: one string for
+                every sample, or a list of `num_samples` strings; `None`
+                samples from the null ("no caption") condition.
             use_ema: sample with the averaged weights when kept.
             clip_denoised: clip each predicted clean sample to [-1, 1]
                 (default: on for images, off for vectors).
@@ -254,11 +272,9 @@ class DDPM(DiffusionModel):
         eta = check_number(eta, "eta", 0.0)
         num_samples, seed, x = self._initial_noise(num_samples, seed)
         ts, table = coefficients(sampler, self.alphas_cumprod, steps, eta)
-        labels = self._check_labels(labels, guidance_scale, num_samples)
+        condition, guided = self._sampling_condition(labels, prompts, guidance_scale,
+                                                     num_samples, use_ema)
         clip = len(self.data_shape) == 3 if clip_denoised is None else bool(clip_denoised)
-        label_tensor = ops.convert_to_tensor(
-            labels if labels is not None else np.zeros(num_samples, np.int32), "int32"
-        )
         guidance = ops.convert_to_tensor(
             1.0 if guidance_scale is None else guidance_scale, "float32"
         )
@@ -267,12 +283,11 @@ class DDPM(DiffusionModel):
         table_padded = ops.convert_to_tensor(
             np.pad(table, ((0, self.timesteps - len(ts)), (0, 0)))
         )
-        guided = guidance_scale is not None
         return self._run_sampler(
             name=("ddpm", guided, clip),
             make_step=lambda: self._denoising_step(num_samples, guided, clip),
             carry=(x, ops.zeros_like(x)),
-            consts=(label_tensor, ts_padded, table_padded, guidance),
+            consts=(*condition, ts_padded, table_padded, guidance),
             num_steps=len(ts), num_samples=num_samples, noise=True, seed=seed,
             jit_compile=jit_compile, return_trajectory=return_trajectory,
             verbose=verbose, use_ema=use_ema,

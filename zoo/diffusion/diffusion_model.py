@@ -1,8 +1,8 @@
 """`DiffusionModel`: what DDPM and flow matching share.
 
 Denoiser construction (MLP, U-Net, DiT or your own), the exponential moving
-average of its weights, class conditioning with classifier-free guidance,
-label checks, the compiled sampling loop (one compiled step that every
+average of its weights, class or text conditioning with classifier-free
+guidance (text: `zoo.diffusion.text_conditioning`), label and caption checks, the compiled sampling loop (one compiled step that every
 sampler and step count reuses) and likelihoods by the probability-flow ODE.
 A subclass says how it trains, what its sampler steps compute, and what its
 ODE is.
@@ -17,17 +17,17 @@ import numpy as np
 from keras import ops
 
 from zoo.core import LONG_LOOP, GenerativeModel, compile_step, compiles_steps, validators
+from zoo.diffusion import text_conditioning as text
+from zoo.diffusion.ode_likelihood import ODELikelihood
+from zoo.diffusion.text_conditioning import TextConditioning
 from zoo.layers.denoisers import mlp_denoiser, unet_denoiser
 from zoo.layers.networks import check_data_shape
 from zoo.layers.dit import DiT
 
 DENOISERS = ("mlp", "unet", "dit")
-DIVERGENCES = ("auto", "exact", "hutchinson")
 # Runs of more than `LONG_LOOP` steps are cut into this many compiled chunks,
 # with a progress bar.
 _CHUNKS = 10
-# Data of at most this many dimensions get the exact divergence by default.
-_EXACT_DIVERGENCE_DIMS = 16
 
 
 def check_int(value, name, minimum=1):
@@ -61,7 +61,7 @@ def check_number(value, name, low=None, high=None, low_open=False):
     return float(value)
 
 
-class DiffusionModel(GenerativeModel):
+class DiffusionModel(TextConditioning, ODELikelihood, GenerativeModel):
     """Base class of `DDPM` and `FlowMatching` (see those for the arguments).
 
     Subclasses implement `train_step_logic`, `sample`, and for `log_prob`
@@ -84,6 +84,9 @@ class DiffusionModel(GenerativeModel):
         channels=32,
         channel_multipliers=(1, 2),
         num_res_blocks=1,
+        text_encoder=None,
+        train_text_encoder=True,
+        text_dropout=0.1,
         seed=None,
         **kwargs,
     ):
@@ -94,6 +97,17 @@ class DiffusionModel(GenerativeModel):
         label_dropout = check_number(label_dropout, "label_dropout", 0.0)
         if label_dropout >= 1.0:
             raise ValueError(f"`label_dropout` must be in [0, 1); received {label_dropout}.")
+        text_dropout = check_number(text_dropout, "text_dropout", 0.0)
+        if text_dropout >= 1.0:
+            raise ValueError(f"`text_dropout` must be in [0, 1); received {text_dropout}.")
+        if isinstance(text_encoder, dict):
+            text_encoder = keras.saving.deserialize_keras_object(text_encoder)
+        self.text_encoder = text.check_text_encoder(text_encoder, num_classes, data_shape)
+        self.train_text_encoder = bool(train_text_encoder)
+        self.text_dropout = text_dropout
+        if self.text_encoder is not None:
+            # Frozen: its weights leave the "model" player (and the average).
+            self.text_encoder.trainable = self.train_text_encoder
         if ema_decay is not None and not (
             isinstance(ema_decay, numbers.Real) and 0.0 < ema_decay < 1.0
         ):
@@ -115,9 +129,14 @@ class DiffusionModel(GenerativeModel):
         self._custom_denoiser = not (denoiser is None or isinstance(denoiser, str))
         self._denoiser_choice = None if self._custom_denoiser else denoiser
         self.denoiser = self._build_denoiser(denoiser, seed)
+        if self.text_encoder is not None:
+            self.null_text = self.add_weight(
+                shape=(self.text_encoder.hidden_dim,), name="null_text",
+                initializer=keras.initializers.RandomNormal(
+                    stddev=1.0, seed=None if seed is None else seed + 7919))
         self.ema = []
         if ema_decay is not None:
-            for i, v in enumerate(self.denoiser.trainable_variables):
+            for i, v in enumerate(self._averaged_variables()):
                 average = self.add_weight(shape=v.shape, initializer="zeros",
                                           trainable=False, name=f"ema_{i}")
                 # A copy: sharing one buffer breaks JAX's donation of the state.
@@ -140,6 +159,11 @@ class DiffusionModel(GenerativeModel):
             raise ValueError(f"`denoiser` must be one of {DENOISERS}, None or a Keras model; "
                              f"received {denoiser!r}.")
         common = dict(num_classes=self.num_classes, seed=seed)
+        if self.text_encoder is not None:
+            if name == "mlp":
+                raise ValueError('Text conditioning needs a U-Net or DiT denoiser; received '
+                                 'denoiser="mlp".')
+            common["context_dim"] = self.text_encoder.hidden_dim
         if name == "dit":
             if len(self.data_shape) != 3:
                 raise ValueError('`denoiser="dit"` needs image data (height, width, '
@@ -162,6 +186,14 @@ class DiffusionModel(GenerativeModel):
     def call(self, inputs, training=False):
         return self.denoiser(inputs, training=training)
 
+    def _averaged_variables(self):
+        """What the moving average covers: the denoiser, then (text models)
+        the jointly trained text encoder and the null token."""
+        variables = list(self.denoiser.trainable_variables)
+        if self.text_encoder is not None:
+            variables += list(self.text_encoder.trainable_variables) + [self.null_text]
+        return variables
+
     def _predict(self, inputs, training=False):
         # float32 whatever the dtype policy: losses and sampler updates mix
         # the prediction with float32 data and coefficients.
@@ -172,8 +204,11 @@ class DiffusionModel(GenerativeModel):
 
     def validate_labels(self, y):
         """`fit` and `evaluate` refuse labels that are not classes in
-        `[0, num_classes)`, before training (see `GenerativeModel`)."""
-        if self.num_classes and y is not None:
+        `[0, num_classes)`, and captions (token ids) that do not suit the
+        text encoder, before training (see `GenerativeModel`)."""
+        if self.text_encoder is not None:
+            text.check_captions(y, self.text_encoder.context_length, type(self).__name__)
+        elif self.num_classes and y is not None:
             validators.check_labels(y, self.num_classes, name="y")
 
     def _training_labels(self, y, n):
@@ -197,7 +232,7 @@ class DiffusionModel(GenerativeModel):
         # otherwise be dominated by the random initial weights.
         updates = ops.cast(self.optimizer.iterations, "float32")
         decay = ops.minimum(self.ema_decay, (1.0 + updates) / (10.0 + updates))
-        for average, v in zip(self.ema, self.denoiser.trainable_variables):
+        for average, v in zip(self.ema, self._averaged_variables()):
             average.assign(decay * average + (1.0 - decay) * ops.cast(v, average.dtype))
 
     @contextlib.contextmanager
@@ -206,7 +241,7 @@ class DiffusionModel(GenerativeModel):
         if not self.ema:
             yield
             return
-        variables = self.denoiser.trainable_variables
+        variables = self._averaged_variables()
         saved = [v.numpy() for v in variables]
         for v, average in zip(variables, self.ema):
             v.assign(average)
@@ -217,6 +252,18 @@ class DiffusionModel(GenerativeModel):
                 v.assign(value)
 
     def _guided_prediction(self, x, t, labels, guidance):
+        """The denoiser's prediction, guided when `guidance` is given.
+        `labels`: class labels, or `(context, mask)` text tokens for a text
+        model; None: the null condition."""
+        if self.text_encoder is not None:
+            n, length = ops.shape(x)[0], self.text_encoder.context_length
+            null = text.null_context(self.null_text, n, length)
+            condition = list(null if labels is None else labels)
+            if guidance is None:
+                return self._predict([x, t, *condition])
+            pairs = [ops.concatenate([c, ops.cast(u, c.dtype)]) for c, u in zip(condition, null)]
+            both = self._predict([ops.concatenate([x, x]), ops.concatenate([t, t]), *pairs])
+            return both[n:] + guidance * (both[:n] - both[n:])
         if not self.num_classes:
             return self._predict([x, t])
         if guidance is None:
@@ -230,13 +277,17 @@ class DiffusionModel(GenerativeModel):
         return uncond + guidance * (cond - uncond)
 
     def _check_labels(self, labels, guidance_scale, num_samples):
+        if self.text_encoder is not None and labels is not None:
+            raise ValueError(f"This {type(self).__name__} is text-conditional: it takes "
+                             "prompts, not `labels`.")
         if guidance_scale is not None:
             if not self.num_classes:
                 raise ValueError(
-                    "`guidance_scale` needs a class-conditional model; this "
+                    "`guidance_scale` needs a class-conditional model (or a text-conditional "
+                    "one); this "
                     f"{type(self).__name__} is unconditional (num_classes=None)."
                 )
-            check_number(guidance_scale, "guidance_scale")
+            text.check_guidance(guidance_scale)
         if labels is None:
             if guidance_scale is not None:
                 raise ValueError("`guidance_scale` needs `labels` to guide towards.")
@@ -344,146 +395,6 @@ class DiffusionModel(GenerativeModel):
         return num_samples, seed, keras.random.normal((num_samples,) + self.data_shape, seed=seed)
 
     # ------------------------------------------------------------------
-    # Likelihood by the probability-flow ODE.
-
-    def log_prob(self, x, labels=None, steps=64, divergence="auto", num_probes=1,
-                 batch_size=512, seed=0, use_ema=True):
-        """Log-density of `x` (nats per example) under the model's
-        probability-flow ODE, by the instantaneous change of variables
-        (Chen et al., 2018; Song et al., 2021): `x` is carried to the noise
-        end with Heun's method in `steps` steps, and the divergence of the
-        ODE's velocity is integrated along the way.
-
-        Args:
-            x: data, `(n,) + data_shape`, in the model's data space.
-            labels: a conditional model's classes (int or `(n,)` ints; None:
-                the unconditional density, the "no label" token).
-            steps: Heun steps (2 velocity evaluations each, plus the
-                divergence's gradients).
-            divergence: `"exact"` (one gradient per data dimension: for small
-                data such as 2-D toys), `"hutchinson"` (Hutchinson's unbiased
-                estimator with `num_probes` Rademacher probes per example,
-                the same probes along the whole path, as in FFJORD), or
-                `"auto"`: exact up to 16 dimensions.
-            num_probes: Rademacher probes of the Hutchinson estimator.
-            batch_size: examples per pass.
-            seed: seed of the Hutchinson probes.
-            use_ema: use the averaged weights when kept.
-
-        Returns float64 NumPy `(n,)`.
-        """
-        steps = check_int(steps, "steps")
-        num_probes = check_int(num_probes, "num_probes")
-        batch_size = check_int(batch_size, "batch_size")
-        if divergence not in DIVERGENCES:
-            raise ValueError(f"`divergence` must be one of {DIVERGENCES}; "
-                             f"received {divergence!r}.")
-        x = np.asarray(ops.convert_to_numpy(x), np.float32)
-        if x.shape[1:] != self.data_shape or len(x) == 0:
-            raise ValueError(f"`x` must have shape (n >= 1,) + {self.data_shape}; "
-                             f"received {x.shape}.")
-        num_dims = int(np.prod(self.data_shape))
-        exact = divergence == "exact" or (
-            divergence == "auto" and num_dims <= _EXACT_DIVERGENCE_DIMS
-        )
-        labels = self._check_labels(labels, None, len(x)) if (
-            labels is not None or self.num_classes) else None
-        rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
-        grid = self._ode_grid(steps)
-        out = []
-        context = self.ema_weights() if use_ema else contextlib.nullcontext()
-        with context:
-            for start in range(0, len(x), batch_size):
-                xb = x[start:start + batch_size]
-                lb = None if labels is None else ops.convert_to_tensor(
-                    labels[start:start + batch_size], "int32")
-                probes = None if exact else [
-                    ops.convert_to_tensor(
-                        rng.choice([-1.0, 1.0], size=xb.shape).astype(np.float32))
-                    for _ in range(num_probes)
-                ]
-                out.append(self._ode_log_prob(xb, lb, grid, probes))
-        return np.concatenate(out)
-
-    def _ode_log_prob(self, x, labels, grid, probes):
-        positions, times, left, right = grid
-        n = len(x)
-        z, log_det = self._ode_entry(ops.convert_to_tensor(x), times[0])
-        total = ops.zeros((n,), "float32")
-        step = self._ode_step(n, probes is None, 0 if probes is None else len(probes),
-                              labels is not None)
-        labels = ops.zeros((n,), "int32") if labels is None else labels
-        probes = ops.zeros((1, 1), "float32") if probes is None else ops.stack(probes)
-        time_tensor = ops.convert_to_tensor(np.asarray(times).astype(self.time_dtype))
-        for k in range(len(positions) - 1):
-            coefficients = ops.convert_to_tensor(
-                np.array([positions[k + 1] - positions[k], left[k], right[k]], np.float32))
-            z, total = step(z, total, time_tensor[k], time_tensor[k + 1], coefficients,
-                            labels, probes, seed=0)
-        end = self._ode_exit(z, times[-1])
-        return ops.convert_to_numpy(end + total).astype(np.float64) + log_det
-
-    def _ode_step(self, batch, exact, num_probes, conditional):
-        """One Heun step of the ODE with the divergence's quadrature, as one
-        compiled function per setting (gradients inside: `jax.jit`, a
-        `tf.function`, eager PyTorch)."""
-        key = ("ode", batch, exact, num_probes, conditional)
-        if key not in self._samplers:
-            def step(z, total, t1, t2, c, labels, probes):
-                labels = labels if conditional else None
-                probes = None if exact else [probes[j] for j in range(num_probes)]
-                f1, d1 = self._drift_and_divergence(z, t1, labels, probes)
-                f2, d2 = self._drift_and_divergence(z + c[0] * f1, t2, labels, probes)
-                return z + (0.5 * c[0]) * (f1 + f2), total + c[1] * d1 + c[2] * d2
-
-            self._samplers[key] = self.compile_function(step)
-        return self._samplers[key]
-
-    def _drift_and_divergence(self, z, time, labels, probes):
-        def f(z):
-            return self._ode_drift(z, time, labels)
-
-        drift = f(z)
-        axes = tuple(range(1, len(self.data_shape) + 1))
-        if probes is None:
-            flat_dims = int(np.prod(self.data_shape))
-            divergence = 0.0
-            for i in range(flat_dims):
-                unit = np.zeros((1,) + self.data_shape, np.float32)
-                unit.reshape(-1)[i] = 1.0
-                unit = ops.convert_to_tensor(unit)
-                grad = self.gradient(lambda z: f(z) * unit, z)
-                divergence = divergence + ops.sum(grad * unit, axis=axes)
-            return drift, divergence
-        estimates = [ops.sum(self.gradient(lambda z: f(z) * e, z) * e, axis=axes)
-                     for e in probes]
-        return drift, sum(estimates) / len(estimates)
-
-    def _ode_grid(self, steps):
-        """`(positions, times, left, right)`: the ODE variable at `steps + 1`
-        points from the data end to the noise end, the matching denoiser
-        times, and the quadrature weights of the divergence at the left and
-        right end of each step (trapezoid: both `h / 2`)."""
-        raise NotImplementedError
-
-    def _ode_drift(self, z, time, labels):
-        raise NotImplementedError
-
-    def _ode_entry(self, x, time):
-        """`(z, log_det)`: the ODE state at the data end, and the NumPy
-        log-Jacobian from `x` to it, per example."""
-        raise NotImplementedError
-
-    def _ode_exit(self, z, time):
-        """Log-density of the end state under the prior, per example."""
-        raise NotImplementedError
-
-    def _standard_normal_log_prob(self, z):
-        axes = tuple(range(1, len(self.data_shape) + 1))
-        d = float(np.prod(self.data_shape))
-        return -0.5 * ops.sum(z * z, axis=axes) - 0.5 * d * math.log(2 * math.pi)
-
-    # ------------------------------------------------------------------
 
     def get_config(self):
         return {
@@ -497,6 +408,10 @@ class DiffusionModel(GenerativeModel):
             "channels": self.channels,
             "channel_multipliers": self.channel_multipliers,
             "num_res_blocks": self.num_res_blocks,
+            "text_encoder": (None if self.text_encoder is None
+                             else keras.saving.serialize_keras_object(self.text_encoder)),
+            "train_text_encoder": self.train_text_encoder,
+            "text_dropout": self.text_dropout,
             "denoiser_options": self.denoiser_options or None,
             "denoiser": (
                 keras.saving.serialize_keras_object(self.denoiser)

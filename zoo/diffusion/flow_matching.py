@@ -57,6 +57,16 @@ class FlowMatching(DiffusionModel):
             and `log_prob` (None: none); see `DDPM`.
         hidden_units, num_blocks: the default MLP denoiser.
         channels, channel_multipliers, num_res_blocks: the default U-Net.
+        text_encoder: enables text conditioning (images only, U-Net or
+            DiT): a `zoo.multimodal.TextEncoder` (or a CLIP's text
+            encoder) whose token embeddings the denoiser cross-attends to
+            (and whose masked mean joins the time embedding); `fit(images,
+            captions)` and `sample(n, prompts=[...], guidance_scale=...)`
+            then. See docs/text_to_image.md.
+        train_text_encoder: train the text encoder jointly (default) or
+            keep it frozen (e.g. one taken from a trained CLIP).
+        text_dropout: share of training captions replaced by the learned
+            null condition, for classifier-free guidance.
         seed: seeds the denoiser's initial weights and the training noise.
 
     Example:
@@ -96,6 +106,9 @@ class FlowMatching(DiffusionModel):
         channels=32,
         channel_multipliers=(1, 2),
         num_res_blocks=1,
+        text_encoder=None,
+        train_text_encoder=True,
+        text_dropout=0.1,
         seed=None,
         **kwargs,
     ):
@@ -111,7 +124,8 @@ class FlowMatching(DiffusionModel):
             denoiser=denoiser, denoiser_options=denoiser_options, ema_decay=ema_decay,
             hidden_units=hidden_units, num_blocks=num_blocks, channels=channels,
             channel_multipliers=channel_multipliers, num_res_blocks=num_res_blocks,
-            seed=seed, **kwargs,
+            text_encoder=text_encoder, train_text_encoder=train_text_encoder,
+            text_dropout=text_dropout, seed=seed, **kwargs,
         )
 
     # ------------------------------------------------------------------
@@ -136,7 +150,7 @@ class FlowMatching(DiffusionModel):
     def _loss(self, x0, t, noise, labels, training):
         x0 = ops.cast(x0, "float32")
         x_t = self.interpolate(x0, noise, t)
-        inputs = [x_t, t * TIME_SCALE] + ([labels] if self.num_classes else [])
+        inputs = self._denoiser_inputs(x_t, t * TIME_SCALE, labels, training)
         pred = self._predict(inputs, training=training)
         return ops.mean((pred - (noise - x0)) ** 2)
 
@@ -144,7 +158,7 @@ class FlowMatching(DiffusionModel):
         n = ops.shape(x)[0]
         t = self.sample_times(n)
         noise = keras.random.normal(ops.shape(x), seed=self.seed_generator)
-        return t, noise, self._training_labels(y, n)
+        return t, noise, self._training_condition(y, n)
 
     def train_step_logic(self, x, y=None, sample_weight=None):
         t, noise, labels = self._draws(x, y)
@@ -159,22 +173,31 @@ class FlowMatching(DiffusionModel):
     # ------------------------------------------------------------------
     # Sampling.
 
-    def velocity(self, x, t, labels=None, guidance_scale=None):
+    def velocity(self, x, t, labels=None, guidance_scale=None, prompts=None):
         """The denoiser's velocity at `x` and times `t` `(n,)` in [0, 1],
-        with classifier-free guidance when `guidance_scale` is given."""
+        with classifier-free guidance when `guidance_scale` is given;
+        `labels` for a class-conditional model, `prompts` (one string, or
+        one per row of `x`) for a text-conditioned one."""
         t = ops.cast(ops.convert_to_tensor(t), "float32") * TIME_SCALE
+        x = ops.convert_to_tensor(x, "float32")
+        n = ops.shape(x)[0]
+        if self.text_encoder is not None or prompts is not None:
+            condition, guided = self._sampling_condition(labels, prompts, guidance_scale, n,
+                                                         use_ema=False)
+            return self._guided_prediction(x, t, self._step_condition(condition),
+                                           guidance_scale if guided else None)
         labels = None if labels is None else ops.convert_to_tensor(labels, "int32")
         if self.num_classes and labels is None:
-            labels = ops.full((ops.shape(x)[0],), self.num_classes, "int32")
+            labels = ops.full((n,), self.num_classes, "int32")
         return self._guided_prediction(x, t, labels, guidance_scale)
 
     def _flow_step(self, batch, guided, second_order):
         """One step `x <- x + c_1 v(x, t) + c_2 v(x + c_b v(x, t), t_b)`
         (module `flow_samplers`), written as `compile_step` asks."""
         def step(i, state):
-            (x,), (labels, table, guidance, offset) = state
+            (x,), (*condition, table, guidance, offset) = state
             c = ops.take(table, offset + i, axis=0)
-            labels = labels if self.num_classes else None
+            labels = self._step_condition(condition)
             guidance = guidance if guided else None
             t = ops.broadcast_to(c[0] * TIME_SCALE, (batch,))
             k1 = self._guided_prediction(x, t, labels, guidance)
@@ -193,6 +216,7 @@ class FlowMatching(DiffusionModel):
         sampler="euler",
         guidance_scale=None,
         labels=None,
+        prompts=None,
         seed=None,
         shift=None,
         times=None,
@@ -207,11 +231,14 @@ class FlowMatching(DiffusionModel):
             steps: integration steps, an integer >= 1. Euler evaluates the
                 velocity once per step; Heun and midpoint twice.
             sampler: `"euler"`, `"heun"` or `"midpoint"`.
-            guidance_scale: classifier-free guidance weight w (1: plain
-                conditional sampling); needs `labels` and a conditional
-                model.
+            guidance_scale: classifier-free guidance weight w >= 0 (0: the
+                unconditional model, 1: plain conditional sampling); needs
+                `labels` or `prompts` and a conditional model.
             labels: class of each sample (int or `(num_samples,)` ints) for
                 a conditional model; None samples without a label.
+            prompts: a text-conditioned model's prompts: one string for
+                every sample, or a list of `num_samples` strings; None
+                samples from the null ("no caption") condition.
             seed: int seed of the initial noise; None draws a fresh one.
             shift: time shift of the sampling grid (default: the model's).
             times: explicit decreasing times to visit, from the noise end
@@ -229,21 +256,18 @@ class FlowMatching(DiffusionModel):
         table, evaluations = flow_coefficients(sampler, steps, shift, times)
         steps = len(table)
         num_samples, seed, x = self._initial_noise(num_samples, seed)
-        labels = self._check_labels(labels, guidance_scale, num_samples)
-        label_tensor = ops.convert_to_tensor(
-            labels if labels is not None else np.zeros(num_samples, np.int32), "int32"
-        )
+        condition, guided = self._sampling_condition(labels, prompts, guidance_scale,
+                                                     num_samples, use_ema)
         guidance = ops.convert_to_tensor(
             1.0 if guidance_scale is None else guidance_scale, "float32"
         )
         rows = max(_TABLE_ROWS, steps)
         table = ops.convert_to_tensor(np.pad(table, ((0, rows - steps), (0, 0))))
-        guided = guidance_scale is not None
         second_order = evaluations == 2
         return self._run_sampler(
             name=("flow", guided, second_order, rows),
             make_step=lambda: self._flow_step(num_samples, guided, second_order),
-            carry=(x,), consts=(label_tensor, table, guidance),
+            carry=(x,), consts=(*condition, table, guidance),
             num_steps=steps, num_samples=num_samples, noise=False, seed=seed,
             jit_compile=jit_compile, return_trajectory=return_trajectory,
             verbose=verbose, use_ema=use_ema,

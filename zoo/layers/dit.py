@@ -4,7 +4,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from zoo.layers.denoisers import Seeds
+from zoo.layers.cross_attention import CrossAttention
+from zoo.layers.denoisers import MaskedMean, Seeds
 from zoo.layers.time_embedding import SinusoidalEmbedding
 
 CL = "channels_last"
@@ -38,10 +39,15 @@ def _modulate(x, shift, scale):
 class _DiTBlock(layers.Layer):
     """Pre-norm transformer block with adaLN-Zero: the condition gives each
     sub-layer a shift, a scale and a gate, the gates starting at zero so the
-    block starts as the identity."""
+    block starts as the identity. With `cross_attention`, a cross-attention
+    to the text tokens follows the self-attention (as in PixArt-alpha)."""
 
-    def __init__(self, hidden_dim, num_heads, mlp_ratio, seeds, **kwargs):
+    def __init__(self, hidden_dim, num_heads, mlp_ratio, seeds, cross_attention=False,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.cross_attention = CrossAttention(
+            num_heads, kernel_initializer=seeds.kernel(), dtype=self.dtype_policy,
+            name="cross_attention") if cross_attention else None
         self.norm1 = layers.LayerNormalization(epsilon=1e-6, center=False, scale=False,
                                                dtype=self.dtype_policy)
         self.attention = layers.MultiHeadAttention(
@@ -56,7 +62,7 @@ class _DiTBlock(layers.Layer):
         self.modulation = layers.Dense(6 * hidden_dim, kernel_initializer="zeros",
                                        dtype=self.dtype_policy, name="modulation")
 
-    def call(self, x, cond):
+    def call(self, x, cond, context=None, context_mask=None):
         shift1, scale1, gate1, shift2, scale2, gate2 = ops.split(self.modulation(cond), 6, axis=-1)
         h = _modulate(self.norm1(x), shift1, scale1)
         # Scores returned: Keras's einsum path (its fused attention asks for
@@ -64,6 +70,8 @@ class _DiTBlock(layers.Layer):
         # under `mixed_float16`).
         attended, _ = self.attention(h, h, return_attention_scores=True)
         x = x + gate1[:, None, :] * attended
+        if self.cross_attention is not None:
+            x = self.cross_attention(x, context, context_mask)
         h = _modulate(self.norm2(x), shift2, scale2)
         h = self.mlp_out(ops.gelu(self.mlp_in(h), approximate=True))
         return x + gate2[:, None, :] * h
@@ -74,8 +82,12 @@ class DiT(keras.Model):
     """Diffusion transformer denoiser: patchify, transformer blocks with
     adaLN-Zero conditioning on the time (and class), unpatchify.
 
-    Takes `[x_t, t]`, or `[x_t, t, labels]` with `num_classes` (label
-    `num_classes` is "no label", for classifier-free guidance), and returns
+    Takes `[x_t, t]`, `[x_t, t, labels]` with `num_classes` (label
+    `num_classes` is "no label", for classifier-free guidance), or
+    `[x_t, t, context, context_mask]` with `context_dim` (text tokens
+    `(batch, m, context_dim)` and their padding mask `(batch, m)`: every
+    block cross-attends to them, and their masked mean joins the time
+    embedding), and returns
     a tensor shaped like `x_t`. `t` may be an integer DDPM timestep or a
     flow-matching time scaled to [0, 1000]. Select it with
     `DDPM(..., denoiser="dit", denoiser_options={...})` (or
@@ -92,6 +104,7 @@ class DiT(keras.Model):
         positions: `"learned"` position embeddings (initialized with
             standard deviation 0.02) or fixed 2-D `"sinusoidal"` ones.
         num_classes: enables the class embedding.
+        context_dim: width of the text tokens; enables cross-attention.
         seed: seeds every initializer.
 
     Example:
@@ -107,7 +120,8 @@ class DiT(keras.Model):
     """
 
     def __init__(self, data_shape, *, patch_size=2, hidden_dim=64, depth=4, num_heads=4,
-                 mlp_ratio=4.0, positions="learned", num_classes=None, seed=None, **kwargs):
+                 mlp_ratio=4.0, positions="learned", num_classes=None, context_dim=None,
+                 seed=None, **kwargs):
         kwargs.setdefault("name", "dit_denoiser")
         super().__init__(**kwargs)
         data_shape = tuple(int(d) for d in data_shape)
@@ -124,12 +138,16 @@ class DiT(keras.Model):
         if hidden_dim % num_heads or hidden_dim % 2:
             raise ValueError(f"`hidden_dim` ({hidden_dim}) must be even and divisible by "
                              f"num_heads ({num_heads}).")
+        if num_classes and context_dim:
+            raise ValueError("A denoiser is conditioned on classes (`num_classes`) or on "
+                             "text (`context_dim`), not both.")
         if positions not in POSITIONS:
             raise ValueError(f"`positions` must be one of {POSITIONS}; received {positions!r}.")
         self.data_shape = data_shape
         self.patch_size, self.hidden_dim, self.depth = patch_size, hidden_dim, depth
         self.num_heads, self.mlp_ratio, self.positions = num_heads, float(mlp_ratio), positions
         self.num_classes = int(num_classes) if num_classes else None
+        self.context_dim = int(context_dim) if context_dim else None
         self.seed = seed
         seeds = Seeds(seed)
         self.grid = (data_shape[0] // patch_size, data_shape[1] // patch_size)
@@ -151,8 +169,13 @@ class DiT(keras.Model):
         self.label_embedding = layers.Embedding(
             self.num_classes + 1, hidden_dim, embeddings_initializer=seeds.normal(0.02),
             name="label_embedding") if self.num_classes else None
-        self.blocks = [_DiTBlock(hidden_dim, num_heads, self.mlp_ratio, seeds, name=f"block{i}")
+        self.blocks = [_DiTBlock(hidden_dim, num_heads, self.mlp_ratio, seeds,
+                                 cross_attention=bool(self.context_dim), name=f"block{i}")
                        for i in range(depth)]
+        if self.context_dim:
+            self.text_pool = MaskedMean(name="text_pool")
+            self.text_dense = layers.Dense(hidden_dim, kernel_initializer=seeds.kernel(),
+                                           name="text_dense")
         self.final_norm = layers.LayerNormalization(epsilon=1e-6, center=False, scale=False)
         self.final_modulation = layers.Dense(2 * hidden_dim, kernel_initializer="zeros",
                                              name="final_modulation")
@@ -163,6 +186,8 @@ class DiT(keras.Model):
         inputs = [np.zeros((1,) + data_shape, "float32"), np.zeros((1,), "float32")]
         if self.num_classes:
             inputs.append(np.zeros((1,), "int32"))
+        if self.context_dim:
+            inputs += [np.zeros((1, 2, self.context_dim), "float32"), np.ones((1, 2), bool)]
         self(inputs)
 
     def call(self, inputs, training=False):
@@ -172,11 +197,15 @@ class DiT(keras.Model):
         h = ops.reshape(h, (-1, gh * gw, self.hidden_dim))
         h = h + ops.cast(self.position_embedding, h.dtype)[None]
         cond = self.time_dense2(self.time_dense1(self.time_sinusoid(t)))
+        context = mask = None
         if self.num_classes:
             cond = cond + self.label_embedding(inputs[2])
+        if self.context_dim:
+            context, mask = inputs[2], inputs[3]
+            cond = cond + self.text_dense(self.text_pool(context, mask))
         cond = ops.silu(cond)
         for block in self.blocks:
-            h = block(h, cond)
+            h = block(h, cond, context, mask)
         shift, scale = ops.split(self.final_modulation(cond), 2, axis=-1)
         h = self.output_dense(_modulate(self.final_norm(h), shift, scale))
         channels = self.data_shape[2]
@@ -192,7 +221,8 @@ class DiT(keras.Model):
             "name": self.name, "data_shape": self.data_shape, "patch_size": self.patch_size,
             "hidden_dim": self.hidden_dim, "depth": self.depth, "num_heads": self.num_heads,
             "mlp_ratio": self.mlp_ratio, "positions": self.positions,
-            "num_classes": self.num_classes, "seed": self.seed,
+            "num_classes": self.num_classes, "context_dim": self.context_dim,
+            "seed": self.seed,
         }
 
     @classmethod

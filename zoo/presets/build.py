@@ -29,6 +29,7 @@ import numpy as np
 
 from zoo.core import backend_name
 from zoo.diffusion.presets import fm_ring
+from zoo.diffusion.text_to_image_presets import t2i_digits
 from zoo.presets import checks
 from zoo.presets.sources import BUILTIN_DIR
 
@@ -141,6 +142,7 @@ RECIPES = {
     "ddpm_ring": (ddpm_ring, "jax"),
     "gpt_markov": (gpt_markov, "tensorflow"),
     "fm_ring": (fm_ring, "jax"),
+    "t2i_digits": (t2i_digits, "torch"),
 }
 
 
@@ -153,6 +155,10 @@ def quality_checks(evaluation, figures):
         # Sampling noise comes from the backend's generator: wider margins.
         return [{"figure": "modes_covered", "min": figures["modes_covered"]},
                 {"figure": "high_quality", "min": round(figures["high_quality"] - 0.06, 4)}]
+    if evaluation == "prompt_accuracy":
+        from zoo.diffusion.text_to_image_presets import quality_checks as t2i_checks
+
+        return t2i_checks(figures)
     if evaluation == "digits_elbo":
         return [{"figure": "test_neg_elbo", "max": round(figures["test_neg_elbo"] + 0.5, 3)}]
     if evaluation == "toy_nll":

@@ -55,6 +55,12 @@ def _denoiser(model, inputs):
         return _numpy(model.denoiser([x, t], training=False))
 
 
+def _text_sample(model, inputs):
+    from zoo.diffusion.text_to_image_presets import text_sample_probe
+
+    return text_sample_probe(model, inputs)
+
+
 def _logits(model, inputs):
     return _numpy(model(np.asarray(inputs["tokens"], np.int32), training=False))
 
@@ -64,6 +70,7 @@ PROBES = {
     "decode": _decode,
     "log_prob": _log_prob,
     "denoiser": _denoiser,
+    "text_sample": _text_sample,
     "logits": _logits,
 }
 
@@ -87,6 +94,10 @@ def probe_inputs(probe, model, num=4, seed=0):
     if probe == "denoiser":
         t = np.linspace(0, model.timesteps - 1, num).astype(np.int64)
         return {"x_t": rng.standard_normal((num, *model.data_shape)).round(4), "t": t}
+    if probe == "text_sample":  # text-to-image flow matching (t2i_digits)
+        from zoo.diffusion.text_to_image_presets import text_sample_inputs
+
+        return text_sample_inputs(model, num, seed)
     if probe == "logits":
         return {"tokens": rng.integers(0, model.vocab_size, (2, 8))}
     raise ValueError(f"`probe` must be one of {sorted(PROBES)}; received {probe!r}.")
@@ -163,6 +174,14 @@ def ring_diffusion(model, num_samples=1000, steps=20, sampler="ddim", seed=0, st
     }
 
 
+def prompt_accuracy(model, **kwargs):
+    """Text-to-image digits: the share of images made from digit prompts
+    that the digits classifier reads right (`zoo.diffusion.text_to_image_presets`)."""
+    from zoo.diffusion.text_to_image_presets import prompt_accuracy
+
+    return prompt_accuracy(model, **kwargs)
+
+
 def digits_elbo(model, num_samples=1, seed=0):
     """VAE on the digits test split: -ELBO in nats per image (NumPy noise)."""
     from zoo.data import digits
@@ -204,6 +223,7 @@ def markov_cross_entropy(model, order=1, num_sequences=128, length=65, seed=7):
 EVALUATIONS = {
     "ring_modes": ring_modes,
     "ring_diffusion": ring_diffusion,
+    "prompt_accuracy": prompt_accuracy,
     "digits_elbo": digits_elbo,
     "toy_nll": toy_nll,
     "markov_cross_entropy": markov_cross_entropy,
