@@ -24,7 +24,9 @@ Then `log_prob` of the test images by the probability-flow ODE (Hutchinson,
 dequantization on the 17-level grid, as `benchmarks/flow_nll.py` scores the
 flows: bits/dim = -(log p(x + u) + 64 log(2/16)) / (64 log 2), u uniform in
 a bin, one draw per image; the unconditional density (the "no label"
-token).
+token). `benchmarks/diffusion_digits.py` makes the same digits comparison
+with models trained once (the `fm_digits` preset and a DDPM of the same
+recipe) and sampled on every backend.
 """
 
 import argparse
