@@ -8,17 +8,12 @@ fixed NumPy inputs, recorded in metadata.json when a preset is built:
 | `generator` | GANs | latents `z` | the (EMA) generator's `G(z)` |
 | `decode` | VAEs | latents `z` | `decode(z)`, the decoder's mean |
 | `log_prob` | flows | points `x` | `log_prob(x)` |
-| `denoiser` | diffusion | `x_t`, `t` (and `labels`) | the (EMA) denoiser's prediction |
-| `flow_sample` | flow matching | noise, `labels`, sampler, steps | samples from that noise |
+| `denoiser` | DDPM | `x_t`, `t` | the (EMA) denoiser's prediction |
 | `logits` | GPT | tokens | next-token logits |
+| `clip_embeddings` | CLIP | images, prompts' token ids | their unit embeddings |
 
 No backend random number generator is involved, so a preset reproduces its
-goldens under every backend (to 1e-4, relative to the outputs' scale). A
-conditional model's probes pass labels (one of each class). `flow_sample`
-runs a flow-matching sampler (the coefficient table `sample` uses, with the
-model's EMA velocity) from fixed NumPy noise: the same noise, labels, sampler
-and steps give the same samples on every backend (`sample(seed=...)` draws
-its noise from the backend's own generator, which differs between backends).
+goldens under every backend (to 1e-4, relative to the outputs' scale).
 
 Quality evaluations (`EVALUATIONS`) recompute a preset's recorded figures in
 a few seconds; the preset's `quality.checks` give the bounds each figure
@@ -54,43 +49,23 @@ def _log_prob(model, inputs):
     return np.asarray(model.log_prob(np.asarray(inputs["x"], np.float32)), np.float64)
 
 
-def _labels(inputs):
-    return None if "labels" not in inputs else np.asarray(inputs["labels"], np.int32)
-
-
 def _denoiser(model, inputs):
     x = np.asarray(inputs["x_t"], np.float32)
-    # DDPM's denoiser takes integer timesteps, flow matching's float times.
-    t = np.asarray(inputs["t"], getattr(model, "time_dtype", "int32"))
-    labels = _labels(inputs)
+    t = np.asarray(inputs["t"], np.int32)
     with model.ema_weights():
-        return _numpy(model.denoiser([x, t] + ([] if labels is None else [labels]),
-                                     training=False))
+        return _numpy(model.denoiser([x, t], training=False))
 
 
-def _flow_sample(model, inputs):
-    from zoo.diffusion.flow_samplers import flow_coefficients
+def _text_sample(model, inputs):
+    from zoo.diffusion.text_to_image_presets import text_sample_probe
 
-    table, _ = flow_coefficients(str(inputs["sampler"]), int(inputs["steps"]), model.shift)
-    x = np.asarray(inputs["noise"], np.float64)
-    labels = _labels(inputs)
+    return text_sample_probe(model, inputs)
 
-    def velocity(x, t):
-        times = np.full((len(x),), t, np.float32)
-        from keras import ops
 
-        return _numpy(model.velocity(ops.convert_to_tensor(x.astype(np.float32)), times, labels))
+def _clip_embeddings(model, inputs):
+    from zoo.multimodal.presets import clip_embeddings_probe
 
-    # The sampler's step (zoo.diffusion.flow_samplers): columns t, t_b,
-    # c_b, c_1, c_2; the second evaluation only when a coefficient needs it.
-    with model.ema_weights():
-        for t, t_b, c_b, c_1, c_2 in table.astype(np.float64):
-            k1 = velocity(x, t)
-            update = c_1 * k1
-            if c_2:
-                update = update + c_2 * velocity(x + c_b * k1, t_b)
-            x = x + update
-    return x
+    return clip_embeddings_probe(model, inputs)
 
 
 def _logits(model, inputs):
@@ -102,8 +77,9 @@ PROBES = {
     "decode": _decode,
     "log_prob": _log_prob,
     "denoiser": _denoiser,
-    "flow_sample": _flow_sample,
+    "text_sample": _text_sample,
     "logits": _logits,
+    "clip_embeddings": _clip_embeddings,
 }
 
 # The probe each family's goldens use.
@@ -123,17 +99,17 @@ def probe_inputs(probe, model, num=4, seed=0):
         return {"z": rng.standard_normal((num, model.latent_dim)).round(4)}
     if probe == "log_prob":
         return {"x": rng.uniform(-1.5, 1.5, (num, *model.data_shape)).round(4)}
-    classes = getattr(model, "num_classes", None)
     if probe == "denoiser":
-        num = classes or num
         t = np.linspace(0, model.timesteps - 1, num).astype(np.int64)
-        inputs = {"x_t": rng.standard_normal((num, *model.data_shape)).round(4), "t": t}
-        return {**inputs, "labels": np.arange(num)} if classes else inputs
-    if probe == "flow_sample":
-        num = classes or num
-        inputs = {"noise": rng.standard_normal((num, *model.data_shape)).round(4),
-                  "sampler": "heun", "steps": 4}
-        return {**inputs, "labels": np.arange(num)} if classes else inputs
+        return {"x_t": rng.standard_normal((num, *model.data_shape)).round(4), "t": t}
+    if probe == "text_sample":  # text-to-image flow matching (t2i_digits)
+        from zoo.diffusion.text_to_image_presets import text_sample_inputs
+
+        return text_sample_inputs(model, num, seed)
+    if probe == "clip_embeddings":  # CLIP (clip_digits): images and prompts
+        from zoo.multimodal.presets import clip_embeddings_inputs
+
+        return clip_embeddings_inputs(model, num, seed)
     if probe == "logits":
         return {"tokens": rng.integers(0, model.vocab_size, (2, 8))}
     raise ValueError(f"`probe` must be one of {sorted(PROBES)}; received {probe!r}.")
@@ -210,40 +186,20 @@ def ring_diffusion(model, num_samples=1000, steps=20, sampler="ddim", seed=0, st
     }
 
 
-def digits_flow(model, num_per_class=20, steps=10, sampler="euler", seed=0):
-    """Class-conditional flow matching on the digits: `num_per_class`
-    samples of each digit, by `sampler` in `steps` steps from NumPy noise
-    (the `flow_sample` probe, so every backend draws the same samples);
-    their FID against the test split and the share the digits classifier
-    reads as the requested digit, overall and for the worst digit."""
-    from zoo.data import digits
-    from zoo.metrics import fid
+def prompt_accuracy(model, **kwargs):
+    """Text-to-image digits: the share of images made from digit prompts
+    that the digits classifier reads right (`zoo.diffusion.text_to_image_presets`)."""
+    from zoo.diffusion.text_to_image_presets import prompt_accuracy
 
-    test, _ = digits("test")
-    labels = np.repeat(np.arange(10), num_per_class).astype(np.int32)
-    noise = np.random.default_rng(seed).standard_normal((len(labels), *model.data_shape))
-    x = _flow_sample(model, {"noise": noise, "labels": labels, "sampler": sampler,
-                             "steps": steps})
-    per_label = digits_accuracy(x, labels)
-    return {
-        "fid": round(float(fid(test, x)), 3),
-        "accuracy": round(float(np.mean(per_label)), 4),
-        "worst_label_accuracy": round(float(np.min(per_label)), 4),
-    }
+    return prompt_accuracy(model, **kwargs)
 
 
-def digits_accuracy(images, labels):
-    """Per digit 0-9: the share of `images` of that label that the shipped
-    digits classifier (`zoo.metrics.digits_classifier`) reads as it."""
-    from zoo.metrics.digits_classifier import load_digits_classifier
+def clip_digits(model, seed=0):
+    """CLIP on the captioned digits: zero-shot accuracy, attribute accuracy
+    and retrieval recall on the test split (`zoo.multimodal.presets`)."""
+    from zoo.multimodal.presets import evaluate_clip_digits
 
-    classifier, _ = load_digits_classifier()
-    logits = np.concatenate([
-        _numpy(classifier(np.asarray(images[i:i + 512], np.float32), training=False))
-        for i in range(0, len(images), 512)
-    ])
-    right = np.argmax(logits, axis=-1) == np.asarray(labels)
-    return np.array([float(np.mean(right[labels == k])) for k in range(10)])
+    return evaluate_clip_digits(model, seed=seed)
 
 
 def digits_elbo(model, num_samples=1, seed=0):
@@ -287,10 +243,11 @@ def markov_cross_entropy(model, order=1, num_sequences=128, length=65, seed=7):
 EVALUATIONS = {
     "ring_modes": ring_modes,
     "ring_diffusion": ring_diffusion,
-    "digits_flow": digits_flow,
+    "prompt_accuracy": prompt_accuracy,
     "digits_elbo": digits_elbo,
     "toy_nll": toy_nll,
     "markov_cross_entropy": markov_cross_entropy,
+    "clip_digits": clip_digits,
 }
 
 
