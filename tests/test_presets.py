@@ -760,6 +760,49 @@ def test_builtin_preset(name):
     assert not failures, f"{name}: {failures}; measured {figures}"
 
 
+def _random_flow(num_classes=3):
+    """A small FlowMatching whose weights and EMA are random (so that its
+    velocity is far from zero and depends on the labels)."""
+    from zoo.diffusion import FlowMatching
+
+    model = FlowMatching((2,), num_classes=num_classes, hidden_units=16, num_blocks=1, seed=0)
+    rng = np.random.default_rng(3)
+    for v in model.denoiser.trainable_variables + model.ema:
+        v.assign(rng.normal(scale=0.5, size=v.shape).astype("float32"))
+    return model
+
+
+def test_flow_sample_probe_is_the_sampler():
+    """The `flow_sample` golden probe runs what `sample` runs: from the noise
+    `sample(seed=5)` draws, each sampler gives `sample`'s samples."""
+    model = _random_flow()
+    noise = keras.ops.convert_to_numpy(keras.random.normal((3, 2), seed=5))
+    labels = np.arange(3)
+    for sampler in ("euler", "heun", "midpoint"):
+        expected = model.sample(3, steps=3, sampler=sampler, labels=labels, seed=5,
+                                verbose=False)
+        inputs = {"noise": noise, "labels": labels, "sampler": sampler, "steps": 3}
+        actual = checks.PROBES["flow_sample"](model, inputs)
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4, err_msg=sampler)
+        assert np.abs(actual - noise).max() > 0.1  # the samples moved
+
+
+def test_conditional_goldens_pass_labels(tmp_path):
+    model = _random_flow()
+    goldens = {probe: checks.record_goldens(model, probe)
+               for probe in ("denoiser", "flow_sample")}
+    model.save_to_preset(tmp_path / "p", metadata={"goldens": goldens["flow_sample"]})
+    loaded = zoo.from_preset(str(tmp_path / "p"))
+    assert checks.check_goldens(loaded, preset_metadata(str(tmp_path / "p"))) < 1e-5
+    for probe, recorded in goldens.items():
+        assert recorded["inputs"]["labels"] == [0, 1, 2]
+        assert checks.check_goldens(loaded, {"goldens": recorded}) < 1e-5
+        # The labels reach the model: other labels, other outputs.
+        other = {**recorded, "inputs": {**recorded["inputs"], "labels": [2, 0, 1]}}
+        with pytest.raises(PresetError, match=f"{probe} outputs differ"):
+            checks.check_goldens(loaded, {"goldens": other})
+
+
 def test_builtins_span_the_three_backends():
     backends = {preset_metadata(n)["training_backend"] for n in zoo.list_presets()}
     assert backends == {"tensorflow", "jax", "torch"}

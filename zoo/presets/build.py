@@ -9,6 +9,8 @@ PyTorch so that loading across backends is exercised for real):
     KERAS_BACKEND=tensorflow python -m zoo.presets.build nsf_moons
     KERAS_BACKEND=jax        python -m zoo.presets.build ddpm_ring
     KERAS_BACKEND=tensorflow python -m zoo.presets.build gpt_markov
+    KERAS_BACKEND=jax        python -m zoo.presets.build fm_ring
+    OMP_NUM_THREADS=1 KERAS_BACKEND=jax python -m zoo.presets.build fm_digits
 
 `python -m zoo.presets.build all` lists these commands. The preset is
 written to `zoo/presets/builtin/NAME/` (or `--out`), with its quality
@@ -28,7 +30,7 @@ import keras
 import numpy as np
 
 from zoo.core import backend_name
-from zoo.diffusion.presets import fm_ring
+from zoo.diffusion.presets import fm_digits, fm_ring
 from zoo.diffusion.text_to_image_presets import t2i_digits
 from zoo.multimodal.presets import clip_digits
 from zoo.presets import checks
@@ -143,9 +145,12 @@ RECIPES = {
     "ddpm_ring": (ddpm_ring, "jax"),
     "gpt_markov": (gpt_markov, "tensorflow"),
     "fm_ring": (fm_ring, "jax"),
+    "fm_digits": (fm_digits, "jax"),
     "t2i_digits": (t2i_digits, "torch"),
     "clip_digits": (clip_digits, "tensorflow"),
 }
+# Recipes timed on one thread (the figure in their metadata is comparable).
+ONE_THREAD = {"vae_digits", "fm_digits"}
 
 
 def quality_checks(evaluation, figures):
@@ -157,6 +162,13 @@ def quality_checks(evaluation, figures):
         # Sampling noise comes from the backend's generator: wider margins.
         return [{"figure": "modes_covered", "min": figures["modes_covered"]},
                 {"figure": "high_quality", "min": round(figures["high_quality"] - 0.06, 4)}]
+    if evaluation == "digits_flow":
+        # The same samples on every backend (NumPy noise): margins for
+        # numerical drift only.
+        return [{"figure": "fid", "max": round(figures["fid"] * 1.1 + 0.5, 3)},
+                {"figure": "accuracy", "min": round(figures["accuracy"] - 0.03, 4)},
+                {"figure": "worst_label_accuracy",
+                 "min": round(figures["worst_label_accuracy"] - 0.1, 4)}]
     if evaluation == "prompt_accuracy":
         from zoo.diffusion.text_to_image_presets import quality_checks as t2i_checks
 
@@ -193,10 +205,35 @@ def fuller_figures(name, model):
     if name == "ddpm_ring":
         return {f"dpm++2m_20_{k}": v for k, v in checks.ring_diffusion(
             model, num_samples=2500, sampler="dpm++2m", seed=1).items()}
+    if name == "fm_digits":
+        return digits_figures(model)
     if name == "gpt_markov":
         return {f"{k}_512": v for k, v in checks.markov_cross_entropy(
             model, num_sequences=512, seed=11).items()}
     return {}
+
+
+def digits_figures(model, num_per_class=100, seed=1):
+    """FID of 1,000 samples (100 of each digit) against the test split and
+    the classifier's accuracy per requested digit, for each sampler at 20
+    velocity evaluations, and Euler with guidance."""
+    from zoo.data import digits
+    from zoo.metrics import fid
+
+    test, _ = digits("test")
+    labels = np.repeat(np.arange(10), num_per_class).astype(np.int32)
+    figures = {"fid_train_vs_test_floor": round(float(fid(digits("train")[0], test)), 3)}
+    settings = [("euler", 20, None), ("heun", 10, None), ("midpoint", 10, None),
+                ("euler", 20, 2.0)]
+    for sampler, steps, guidance in settings:
+        x = model.sample(len(labels), steps=steps, sampler=sampler, labels=labels,
+                         guidance_scale=guidance, seed=seed, verbose=False)
+        per_label = checks.digits_accuracy(x, labels)
+        key = f"{sampler}_{steps}" + (f"_guidance_{guidance:g}" if guidance else "")
+        figures[key] = {"fid": round(float(fid(test, x)), 3),
+                        "accuracy": round(float(np.mean(per_label)), 4),
+                        "accuracy_per_label": [round(float(a), 3) for a in per_label]}
+    return figures
 
 
 def build(name, out=None, any_backend=False):
@@ -216,7 +253,7 @@ def build(name, out=None, any_backend=False):
     figures = checks.EVALUATIONS[evaluation](model, **kwargs)
     meta["training"]["seconds"] = round(seconds, 1)
     meta["name"] = name
-    env = "OMP_NUM_THREADS=1 " if backend == "torch" else ""
+    env = "OMP_NUM_THREADS=1 " if backend == "torch" or name in ONE_THREAD else ""
     meta["command"] = f"{env}KERAS_BACKEND={backend} python -m zoo.presets.build {name}"
     meta["quality"] = {
         "evaluation": evaluation,
@@ -244,7 +281,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.name == "all":
         for name, (_, backend) in RECIPES.items():
-            env = "OMP_NUM_THREADS=1 " if backend == "torch" else ""
+            env = "OMP_NUM_THREADS=1 " if backend == "torch" or name in ONE_THREAD else ""
             print(f"{env}KERAS_BACKEND={backend} python -m zoo.presets.build {name}")
         return 0
     if args.name not in RECIPES:

@@ -8,12 +8,18 @@ fixed NumPy inputs, recorded in metadata.json when a preset is built:
 | `generator` | GANs | latents `z` | the (EMA) generator's `G(z)` |
 | `decode` | VAEs | latents `z` | `decode(z)`, the decoder's mean |
 | `log_prob` | flows | points `x` | `log_prob(x)` |
-| `denoiser` | DDPM | `x_t`, `t` | the (EMA) denoiser's prediction |
+| `denoiser` | diffusion | `x_t`, `t` (and `labels`) | the (EMA) denoiser's prediction |
+| `flow_sample` | flow matching | noise, `labels`, sampler, steps | samples from that noise |
 | `logits` | GPT | tokens | next-token logits |
 | `clip_embeddings` | CLIP | images, prompts' token ids | their unit embeddings |
 
 No backend random number generator is involved, so a preset reproduces its
-goldens under every backend (to 1e-4, relative to the outputs' scale).
+goldens under every backend (to 1e-4, relative to the outputs' scale). A
+conditional model's probes pass labels (one of each class). `flow_sample`
+runs a flow-matching sampler (the coefficient table `sample` uses, with the
+model's EMA velocity) from fixed NumPy noise: the same noise, labels, sampler
+and steps give the same samples on every backend (`sample(seed=...)` draws
+its noise from the backend's own generator, which differs between backends).
 
 Quality evaluations (`EVALUATIONS`) recompute a preset's recorded figures in
 a few seconds; the preset's `quality.checks` give the bounds each figure
@@ -49,11 +55,43 @@ def _log_prob(model, inputs):
     return np.asarray(model.log_prob(np.asarray(inputs["x"], np.float32)), np.float64)
 
 
+def _labels(inputs):
+    return None if "labels" not in inputs else np.asarray(inputs["labels"], np.int32)
+
+
 def _denoiser(model, inputs):
     x = np.asarray(inputs["x_t"], np.float32)
-    t = np.asarray(inputs["t"], np.int32)
+    # DDPM's denoiser takes integer timesteps, flow matching's float times.
+    t = np.asarray(inputs["t"], getattr(model, "time_dtype", "int32"))
+    labels = _labels(inputs)
     with model.ema_weights():
-        return _numpy(model.denoiser([x, t], training=False))
+        return _numpy(model.denoiser([x, t] + ([] if labels is None else [labels]),
+                                     training=False))
+
+
+def _flow_sample(model, inputs):
+    from zoo.diffusion.flow_samplers import flow_coefficients
+
+    table, _ = flow_coefficients(str(inputs["sampler"]), int(inputs["steps"]), model.shift)
+    x = np.asarray(inputs["noise"], np.float64)
+    labels = _labels(inputs)
+
+    def velocity(x, t):
+        times = np.full((len(x),), t, np.float32)
+        from keras import ops
+
+        return _numpy(model.velocity(ops.convert_to_tensor(x.astype(np.float32)), times, labels))
+
+    # The sampler's step (zoo.diffusion.flow_samplers): columns t, t_b,
+    # c_b, c_1, c_2; the second evaluation only when a coefficient needs it.
+    with model.ema_weights():
+        for t, t_b, c_b, c_1, c_2 in table.astype(np.float64):
+            k1 = velocity(x, t)
+            update = c_1 * k1
+            if c_2:
+                update = update + c_2 * velocity(x + c_b * k1, t_b)
+            x = x + update
+    return x
 
 
 def _text_sample(model, inputs):
@@ -77,6 +115,7 @@ PROBES = {
     "decode": _decode,
     "log_prob": _log_prob,
     "denoiser": _denoiser,
+    "flow_sample": _flow_sample,
     "text_sample": _text_sample,
     "logits": _logits,
     "clip_embeddings": _clip_embeddings,
@@ -99,9 +138,17 @@ def probe_inputs(probe, model, num=4, seed=0):
         return {"z": rng.standard_normal((num, model.latent_dim)).round(4)}
     if probe == "log_prob":
         return {"x": rng.uniform(-1.5, 1.5, (num, *model.data_shape)).round(4)}
+    classes = getattr(model, "num_classes", None)
     if probe == "denoiser":
+        num = classes or num
         t = np.linspace(0, model.timesteps - 1, num).astype(np.int64)
-        return {"x_t": rng.standard_normal((num, *model.data_shape)).round(4), "t": t}
+        inputs = {"x_t": rng.standard_normal((num, *model.data_shape)).round(4), "t": t}
+        return {**inputs, "labels": np.arange(num)} if classes else inputs
+    if probe == "flow_sample":
+        num = classes or num
+        inputs = {"noise": rng.standard_normal((num, *model.data_shape)).round(4),
+                  "sampler": "heun", "steps": 4}
+        return {**inputs, "labels": np.arange(num)} if classes else inputs
     if probe == "text_sample":  # text-to-image flow matching (t2i_digits)
         from zoo.diffusion.text_to_image_presets import text_sample_inputs
 
@@ -186,6 +233,42 @@ def ring_diffusion(model, num_samples=1000, steps=20, sampler="ddim", seed=0, st
     }
 
 
+def digits_flow(model, num_per_class=20, steps=10, sampler="euler", seed=0):
+    """Class-conditional flow matching on the digits: `num_per_class`
+    samples of each digit, by `sampler` in `steps` steps from NumPy noise
+    (the `flow_sample` probe, so every backend draws the same samples);
+    their FID against the test split and the share the digits classifier
+    reads as the requested digit, overall and for the worst digit."""
+    from zoo.data import digits
+    from zoo.metrics import fid
+
+    test, _ = digits("test")
+    labels = np.repeat(np.arange(10), num_per_class).astype(np.int32)
+    noise = np.random.default_rng(seed).standard_normal((len(labels), *model.data_shape))
+    x = _flow_sample(model, {"noise": noise, "labels": labels, "sampler": sampler,
+                             "steps": steps})
+    per_label = digits_accuracy(x, labels)
+    return {
+        "fid": round(float(fid(test, x)), 3),
+        "accuracy": round(float(np.mean(per_label)), 4),
+        "worst_label_accuracy": round(float(np.min(per_label)), 4),
+    }
+
+
+def digits_accuracy(images, labels):
+    """Per digit 0-9: the share of `images` of that label that the shipped
+    digits classifier (`zoo.metrics.digits_classifier`) reads as it."""
+    from zoo.metrics.digits_classifier import load_digits_classifier
+
+    classifier, _ = load_digits_classifier()
+    logits = np.concatenate([
+        _numpy(classifier(np.asarray(images[i:i + 512], np.float32), training=False))
+        for i in range(0, len(images), 512)
+    ])
+    right = np.argmax(logits, axis=-1) == np.asarray(labels)
+    return np.array([float(np.mean(right[labels == k])) for k in range(10)])
+
+
 def prompt_accuracy(model, **kwargs):
     """Text-to-image digits: the share of images made from digit prompts
     that the digits classifier reads right (`zoo.diffusion.text_to_image_presets`)."""
@@ -243,6 +326,7 @@ def markov_cross_entropy(model, order=1, num_sequences=128, length=65, seed=7):
 EVALUATIONS = {
     "ring_modes": ring_modes,
     "ring_diffusion": ring_diffusion,
+    "digits_flow": digits_flow,
     "prompt_accuracy": prompt_accuracy,
     "digits_elbo": digits_elbo,
     "toy_nll": toy_nll,
