@@ -30,7 +30,10 @@ _foreach_lerp_ = private("torch.foreach_lerp_")
 
 
 def train_step(model, data):
-    return model.run_step(data, training=True)
+    logs = model.run_step(data, training=True)
+    if torch_distributed.active():  # logs over every rank's examples
+        logs = torch_distributed.reduce_step_logs(model, logs)
+    return logs
 
 
 def test_step(model, data):
