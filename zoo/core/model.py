@@ -960,4 +960,5 @@ class GenerativeModel(keras.Model):
 
         if not distributed.is_chief():  # rank 0 alone writes
             return directory
-        return save_to_preset(self, directory, metadata=metadata, overwrite=overwrite)
+        with distributed.without_distribution():
+            return save_to_preset(self, directory, metadata=metadata, overwrite=overwrite)
