@@ -101,6 +101,14 @@ ATTRIBUTES = (
     (None, "keras.random.SeedGenerator", "_initial_seed", "whether a draw is seeded"),
     (None, "keras.Model", "_flatten_layers", "a model's layers, as Keras walks them"),
     (None, "keras.Model", "_get_metrics_result_or_logs", "the logs `fit` reports"),
+    ("jax", "keras.Model", "jax_state_sync",
+     "writing a running JAX fit's state back to the variables (a refused batch keeps them)"),
+    ("jax", "keras.Model()", "_jax_state_synced",
+     "whether a JAX fit's variables hold its latest state"),
+    # Also read, with a fallback, so not listed: `model._jax_state` (set by
+    # Keras's JAX `fit` while it runs) and `fit`'s `_use_cached_eval_dataset`
+    # argument to `evaluate`; tests/test_reliability.py
+    # (`test_every_batch_of_a_data_source_is_checked`) fails if either moves.
     ("torch", "torch.ops.aten.add.Tensor", "_schema", "aliasing of traced operations"),
     ("torch", "torch.ops.aten.add.Tensor", "_opname", "the binding of a traced operation"),
 )
@@ -164,6 +172,8 @@ def _attribute_owner(owner):
         return keras.random.SeedGenerator(0)
     if owner == "keras.Model":
         return keras.Model
+    if owner == "keras.Model()":
+        return keras.Sequential()
     value = importlib.import_module(owner.split(".")[0])
     for part in owner.split(".")[1:]:
         value = getattr(value, part)
