@@ -26,12 +26,12 @@ def _data(n=32):
     return data.images[:n], data.captions[:n, 0]
 
 
-def _tiny(cls, **kwargs):
+def _tiny(cls, denoiser="dit", **kwargs):
     options = dict(channels=8, channel_multipliers=(1,), seed=0)
-    if cls is FlowMatching:
+    if denoiser == "dit":
         options = dict(denoiser="dit", denoiser_options=dict(
             patch_size=4, hidden_dim=8, depth=1, num_heads=2), seed=0)
-    else:
+    if cls is DDPM:
         options["timesteps"] = 50
     return cls((8, 8, 1), text_encoder=kwargs.pop("text_encoder", None) or _encoder(),
                **{**options, **kwargs})
@@ -54,12 +54,16 @@ def test_cross_attention_reads_real_tokens_only():
     assert np.abs(keras.ops.convert_to_numpy(layer(x, real, mask)) - out).max() > 1e-3
 
 
-@pytest.mark.parametrize("cls", [DDPM, FlowMatching])
-def test_fit_on_captions_and_sample_from_prompts(cls, tmp_path):
+# The U-Net's text path is also exercised by the t2i_digits preset's tests
+# (tests/test_presets.py, the command line test below); here its compiled
+# JAX sampling loop alone takes minutes to compile, so it runs with the slow tests.
+@pytest.mark.parametrize("cls,denoiser", [
+    (DDPM, "dit"), (FlowMatching, "dit"), pytest.param(DDPM, "unet", marks=pytest.mark.slow)])
+def test_fit_on_captions_and_sample_from_prompts(cls, denoiser, tmp_path):
     x, captions = _data()
-    model = _tiny(cls)
-    # The U-Net's step runs eagerly here (a compiled step costs its compile
-    # time in every run of the suite); the DiT's is compiled.
+    model = _tiny(cls, denoiser)
+    # DDPM's step runs eagerly here, flow matching's compiled: both ways
+    # are covered without paying for two compilations.
     model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=cls is DDPM)
     history = model.fit(x, captions, batch_size=16, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
@@ -69,19 +73,19 @@ def test_fit_on_captions_and_sample_from_prompts(cls, tmp_path):
     assert a.shape == (2, 8, 8, 1) and np.isfinite(a).all()
     eager = dict(kwargs, jit_compile=False)
     np.testing.assert_allclose(model.sample(2, prompts=prompts, guidance_scale=3.0, **eager),
-                               a, atol=1e-5)
+                               a, rtol=1e-4, atol=1e-4)
     # The prompt reaches the images: another prompt, other images.
     b = model.sample(2, prompts=["a thin one", "a small 0"], guidance_scale=3.0, **eager)
     assert np.abs(a - b).max() > 1e-4
     # Guidance 0 is the null ("no caption") condition: the unconditional model.
     np.testing.assert_allclose(model.sample(2, prompts=prompts, guidance_scale=0.0, **eager),
-                               model.sample(2, **eager), atol=1e-5)
+                               model.sample(2, **eager), rtol=1e-4, atol=1e-4)
     # Saved and loaded with its encoder, tokenizer and null token.
     path = str(tmp_path / "t2i.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
     np.testing.assert_allclose(loaded.sample(2, prompts=prompts, guidance_scale=3.0, **eager),
-                               a, atol=1e-5)
+                               a, rtol=1e-4, atol=1e-4)
 
 
 def test_frozen_encoder_stays_and_joint_encoder_trains():
