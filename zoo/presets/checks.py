@@ -76,11 +76,16 @@ def _flow_sample(model, inputs):
     x = np.asarray(inputs["noise"], np.float64)
     labels = _labels(inputs)
 
-    def velocity(x, t):
-        times = np.full((len(x),), t, np.float32)
-        from keras import ops
+    # One compiled velocity (jax.jit, tf.function; eager on PyTorch):
+    # op-by-op JAX would compile every operation of the U-Net on its own.
+    velocity_fn = model.compile_function(
+        (lambda x, t, y: model.velocity(x, t, y)) if labels is not None
+        else (lambda x, t: model.velocity(x, t))
+    )
 
-        return _numpy(model.velocity(ops.convert_to_tensor(x.astype(np.float32)), times, labels))
+    def velocity(x, t):
+        args = [x.astype(np.float32), np.full((len(x),), t, np.float32)]
+        return _numpy(velocity_fn(*args, *([] if labels is None else [labels]), seed=0))
 
     # The sampler's step (zoo.diffusion.flow_samplers): columns t, t_b,
     # c_b, c_1, c_2; the second evaluation only when a coefficient needs it.
