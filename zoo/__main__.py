@@ -224,7 +224,10 @@ def _sample(args):
     if text:
         return _generate(model, args)
     kwargs = {"steps": args.steps} if has_steps else {}
-    if getattr(model, "text_encoder", None) is not None:
+    # A text-to-image model: one whose `sample` takes prompts (a CLIP also
+    # has a text encoder, but draws no samples).
+    takes_prompts = "prompts" in inspect.signature(cls.sample).parameters
+    if takes_prompts and getattr(model, "text_encoder", None) is not None:
         kwargs.update(_text_to_image_options(model, args))
     elif args.guidance_scale is not None or args.prompt is not None:
         option = "--prompt" if args.prompt is not None else "--guidance-scale"
