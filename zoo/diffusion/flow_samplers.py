@@ -91,3 +91,18 @@ def flow_coefficients(sampler, steps, shift=1.0, times=None):
     else:
         table[:, 1], table[:, 2], table[:, 4] = t + h / 2, h / 2, h
     return table.astype(np.float32), 2
+
+
+def integrate_numpy(table, x, velocity):
+    """Runs the sampler of `table` (from `flow_coefficients`) in float64
+    NumPy from `x`, calling `velocity(x, t)` (NumPy in, NumPy out): the
+    reference the presets' golden probes use, free of any backend's random
+    generator and so equal on every backend."""
+    x = np.asarray(x, np.float64)
+    for t, t_b, c_b, c_1, c_2 in np.asarray(table, np.float64):
+        k1 = velocity(x, t)
+        update = c_1 * k1
+        if c_2:  # the second evaluation only when a coefficient needs it
+            update = update + c_2 * velocity(x + c_b * k1, t_b)
+        x = x + update
+    return x

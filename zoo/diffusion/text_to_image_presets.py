@@ -85,7 +85,7 @@ def text_sample_probe(model, inputs):
     """A few guided steps of the flow-matching sampler from fixed NumPy
     noise and prompts, in NumPy around the model's EMA velocity: no backend
     random generator, so equal on every backend."""
-    from zoo.diffusion.flow_samplers import flow_coefficients
+    from zoo.diffusion.flow_samplers import flow_coefficients, integrate_numpy
 
     table, _ = flow_coefficients(str(inputs["sampler"]), int(inputs["steps"]), model.shift)
     x = np.asarray(inputs["noise"], np.float64)
@@ -100,13 +100,7 @@ def text_sample_probe(model, inputs):
         return np.asarray(ops.convert_to_numpy(v), np.float64)
 
     with model.ema_weights():
-        for t, t_b, c_b, c_1, c_2 in table.astype(np.float64):
-            k1 = velocity(x, t)
-            update = c_1 * k1
-            if c_2:
-                update = update + c_2 * velocity(x + c_b * k1, t_b)
-            x = x + update
-    return x
+        return integrate_numpy(table, x, velocity)
 
 
 def prompt_accuracy(model, guidance_scale=GUIDANCE_SCALE, num_per_digit=10, steps=20,

@@ -70,7 +70,7 @@ def _denoiser(model, inputs):
 
 
 def _flow_sample(model, inputs):
-    from zoo.diffusion.flow_samplers import flow_coefficients
+    from zoo.diffusion.flow_samplers import flow_coefficients, integrate_numpy
 
     table, _ = flow_coefficients(str(inputs["sampler"]), int(inputs["steps"]), model.shift)
     x = np.asarray(inputs["noise"], np.float64)
@@ -87,16 +87,8 @@ def _flow_sample(model, inputs):
         args = [x.astype(np.float32), np.full((len(x),), t, np.float32)]
         return _numpy(velocity_fn(*args, *([] if labels is None else [labels]), seed=0))
 
-    # The sampler's step (zoo.diffusion.flow_samplers): columns t, t_b,
-    # c_b, c_1, c_2; the second evaluation only when a coefficient needs it.
     with model.ema_weights():
-        for t, t_b, c_b, c_1, c_2 in table.astype(np.float64):
-            k1 = velocity(x, t)
-            update = c_1 * k1
-            if c_2:
-                update = update + c_2 * velocity(x + c_b * k1, t_b)
-            x = x + update
-    return x
+        return integrate_numpy(table, x, velocity)
 
 
 def _text_sample(model, inputs):
