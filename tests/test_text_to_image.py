@@ -11,7 +11,7 @@ import pytest
 from zoo.data import caption_vocabulary, captioned_digits
 from zoo.diffusion import DDPM, FlowMatching
 from zoo.layers.cross_attention import CrossAttention
-from zoo.multimodal import TextEncoder
+from zoo.multimodal import CLIP, TextEncoder
 
 CONTEXT = 16
 
@@ -94,9 +94,14 @@ def test_fit_on_captions_and_sample_from_prompts(cls, denoiser, tmp_path):
 def test_frozen_encoder_stays_and_joint_encoder_trains():
     x, captions = _data(16)
     # Two steps each: the denoiser's output layer starts at zero, so the
-    # first step's gradient reaches nothing before it.
-    frozen_encoder = _encoder()
+    # first step's gradient reaches nothing before it. The frozen encoder is
+    # a CLIP's, as docs/text_to_image.md suggests; the CLIP's text
+    # embeddings must not move either.
+    clip = CLIP(caption_vocabulary(), embed_dim=8, context_length=CONTEXT, text_hidden_dim=8,
+                text_num_layers=1, text_num_heads=2, image_filters=4, seed=0)
+    frozen_encoder = clip.text_encoder
     before = [np.array(v) for v in frozen_encoder.weights]
+    texts = clip.encode_text(["a thick three", "the digit 7"])
     frozen = _tiny(FlowMatching, text_encoder=frozen_encoder, train_text_encoder=False,
                    ema_decay=None)
     assert not any(v is w for v in frozen.trainable_variables for w in frozen_encoder.weights)
@@ -104,6 +109,7 @@ def test_frozen_encoder_stays_and_joint_encoder_trains():
     frozen.fit(x, captions, batch_size=8, epochs=1, verbose=0)
     for v, b in zip(frozen_encoder.weights, before):
         np.testing.assert_array_equal(np.array(v), b)
+    np.testing.assert_array_equal(clip.encode_text(["a thick three", "the digit 7"]), texts)
 
     joint = _tiny(FlowMatching, ema_decay=None, text_dropout=0.5)
     before = [np.array(v) for v in joint.text_encoder.trainable_weights]
