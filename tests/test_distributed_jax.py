@@ -125,15 +125,7 @@ def test_data_and_model_parallel_match_one_device(tmp_path):
     assert "`batch_size` (10)" in report["indivisible"], report["indivisible"]
     assert "multiples of 4" in report["indivisible"]
     # The preset saved under DataParallel loads on one device.
-    from tests.core_models import TinyGAN  # noqa: F401 -- registered for the preset
-    from zoo.presets import from_preset
-
-    model = from_preset(str(tmp_path / "preset"))
-    state = np.load(tmp_path / "preset_state.npz")
-    for k, v in enumerate(model.variables):
-        if "seed" in v.path:  # (the noise's state is not part of a preset)
-            continue
-        np.testing.assert_array_equal(np.asarray(v.numpy()), state[f"arr_{k}"], err_msg=v.path)
+    dm.assert_preset_holds(tmp_path / "preset", tmp_path / "preset_state.npz")
 
 
 def processes_run(out):
@@ -211,11 +203,4 @@ def test_two_jax_processes_train_one_model(tmp_path):
         assert "process(es) [1]" in report["mismatch"], report["mismatch"]
     assert (tmp_path / "preset_process0").is_dir()
     assert not (tmp_path / "preset_process1").exists()
-    from zoo.presets import from_preset
-
-    model = from_preset(str(tmp_path / "preset_process0"))
-    state = np.load(tmp_path / "state_process0.npz")
-    for k, v in enumerate(model.variables):
-        if "seed" in v.path:  # (the noise's state is not part of a preset)
-            continue
-        np.testing.assert_array_equal(np.asarray(v.numpy()), state[f"arr_{k}"], err_msg=v.path)
+    dm.assert_preset_holds(tmp_path / "preset_process0", tmp_path / "state_process0.npz")

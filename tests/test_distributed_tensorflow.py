@@ -111,18 +111,6 @@ def worker_run(out):
         json.dump(death, f)
 
 
-def _load_preset(directory, state):
-    from tests.core_models import TinyGAN  # noqa: F401 -- registered for the preset
-    from zoo.presets import from_preset
-
-    model = from_preset(str(directory))  # on one device, no strategy
-    state = np.load(state)
-    for k, v in enumerate(model.variables):
-        if "seed" in v.path:  # (the noise's state is not part of a preset)
-            continue
-        np.testing.assert_array_equal(v.numpy(), state[f"arr_{k}"], err_msg=v.path)
-
-
 def test_mirrored_strategy_matches_one_device(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c",
@@ -139,7 +127,7 @@ def test_mirrored_strategy_matches_one_device(tmp_path):
     # The NaN row is in the first batch: its discriminator update (whose
     # loss reads the data) is skipped on both replicas, not the generator's.
     assert report["skipped"] == [1.0] and report["finite"]
-    _load_preset(tmp_path / "preset", tmp_path / "preset_state.npz")
+    dm.assert_preset_holds(tmp_path / "preset", tmp_path / "preset_state.npz")
     for batch_size in (9, 16):
         message = report[f"indivisible_{batch_size}"]
         assert f"`batch_size` ({batch_size})" in message and "2 replicas" in message, message
@@ -179,7 +167,7 @@ def test_multi_worker_mirrored_strategy_with_two_local_workers(tmp_path):
         assert "differs from rank 0's" in report["mismatch"], report["mismatch"]
         assert "worker(s) [1]" in report["mismatch"], report["mismatch"]
     assert (tmp_path / "preset_worker0").is_dir() and not (tmp_path / "preset_worker1").exists()
-    _load_preset(tmp_path / "preset_worker0", tmp_path / "state_worker0.npz")
+    dm.assert_preset_holds(tmp_path / "preset_worker0", tmp_path / "state_worker0.npz")
     # Worker 1's death: worker 0 stops with TensorFlow's error, within the
     # bound docs/distributed.md states (its health check).
     death = json.loads((tmp_path / "death0.json").read_text())
