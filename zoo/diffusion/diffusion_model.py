@@ -225,12 +225,17 @@ class DiffusionModel(TextConditioning, ODELikelihood, GenerativeModel):
             labels = ops.where(drop, self.num_classes, labels)
         return labels
 
-    def _update_ema(self):
+    def _update_ema(self, iterations=None):
+        """One step of the moving average; `iterations`: the count of the
+        optimizer that trains the denoiser (default: this model's; a model
+        wrapping this one, as `LatentDiffusion` does, passes its own)."""
         if not self.ema:
             return
+        if iterations is None:
+            iterations = self.optimizer.iterations
         # Warm-up (as in common EMA implementations): early averages would
         # otherwise be dominated by the random initial weights.
-        updates = ops.cast(self.optimizer.iterations, "float32")
+        updates = ops.cast(iterations, "float32")
         decay = ops.minimum(self.ema_decay, (1.0 + updates) / (10.0 + updates))
         for average, v in zip(self.ema, self._averaged_variables()):
             average.assign(decay * average + (1.0 - decay) * ops.cast(v, average.dtype))

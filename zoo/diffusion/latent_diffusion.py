@@ -392,21 +392,6 @@ class LatentDiffusion(GenerativeModel):
             z = mean + ops.exp(0.5 * log_var) * noise
         return ops.stop_gradient(z * ops.cast(self._scale, "float32"))
 
-    def _update_ema(self):
-        # `DiffusionModel._update_ema` reads the inner model's optimizer;
-        # the one that trains the denoiser here is this model's.
-        inner = self.diffusion
-        if not inner.ema:
-            return
-        updates = ops.cast(self.optimizer.iterations, "float32")
-        decay = ops.minimum(inner.ema_decay, (1.0 + updates) / (10.0 + updates))
-        # The variables the inner model averages (`_averaged_variables`
-        # where it has one: the denoiser, and a trained text encoder).
-        averaged = getattr(inner, "_averaged_variables", None)
-        variables = averaged() if averaged else inner.denoiser.trainable_variables
-        for average, v in zip(inner.ema, variables):
-            average.assign(decay * average + (1.0 - decay) * ops.cast(v, average.dtype))
-
     def validate_labels(self, y):
         self.diffusion.validate_labels(y)
 
@@ -414,7 +399,9 @@ class LatentDiffusion(GenerativeModel):
         z = self._scaled_latents(x)
         t, noise, labels = self.diffusion._draws(z, y)
         loss = self.minimize("model", lambda: self.diffusion._loss(z, t, noise, labels, True))
-        self._update_ema()
+        # The inner model's average, counted by this model's optimizer (the
+        # one that trains the denoiser here).
+        self.diffusion._update_ema(self.optimizer.iterations)
         return {"loss": loss}
 
     def test_step_logic(self, x, y=None, sample_weight=None):
