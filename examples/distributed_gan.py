@@ -51,8 +51,10 @@ def strategy_scope(backend, logical_cpus, args):
         import jax
 
         if args.num_processes > 1:
-            keras.distribution.initialize(args.coordinator, num_processes=args.num_processes,
-                                          process_id=args.process_id)
+            # keras.distribution.initialize, with a bound on how long the
+            # others wait for a process that dies or hangs.
+            distributed.initialize(args.coordinator, num_processes=args.num_processes,
+                                   process_id=args.process_id, timeout=args.timeout)
         keras.distribution.set_distribution(
             keras.distribution.DataParallel(devices=jax.devices()))
     if backend != "tensorflow":
@@ -82,6 +84,10 @@ def main():
     parser.add_argument("--num-processes", type=int, default=1,
                         help="JAX: processes of jax.distributed (1: one process)")
     parser.add_argument("--process-id", type=int, default=0, help="JAX: this process's rank")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="JAX, several processes: seconds without heartbeats after which "
+                             "a process counts as dead (default: ZOO_DISTRIBUTED_TIMEOUT, "
+                             "else 100)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="out/distributed_gan")
     args = parser.parse_args()
@@ -89,6 +95,8 @@ def main():
         parser.error("--epochs, --batch-size, --logical-cpus and --num-processes must be >= 1")
     if not 0 <= args.process_id < args.num_processes:
         parser.error("--process-id must be in [0, --num-processes)")
+    if args.timeout is not None and not args.timeout > 0:
+        parser.error("--timeout must be > 0 seconds")
     backend = keras.backend.backend()
 
     images, labels = digits("all")

@@ -94,7 +94,7 @@ class _BatchLogs(keras.callbacks.Callback):
 
 
 def equivalence_run(name, batch_size=GLOBAL_BATCH, steps=STEPS, as_dataset=False, keep=None,
-                    **fit_kwargs):
+                    rows=None, **fit_kwargs):
     """Trains `name` on `GLOBAL_BATCH * steps` rows, `batch_size` rows per
     batch (per process where `fit` shards), unshuffled, with constant
     noise and gradient norms recorded; returns `(weights, logs)`: the
@@ -102,14 +102,16 @@ def equivalence_run(name, batch_size=GLOBAL_BATCH, steps=STEPS, as_dataset=False
     batch's logs], "epoch": the epoch's logs}` as floats. `as_dataset`:
     the rows as a `tf.data.Dataset` in batches of `batch_size` (what JAX's
     multi-process `fit` shards). `keep`: a list the trained model is
-    appended to."""
+    appended to. `rows`: train on that many rows instead, the last batch
+    partial (a dataset's too: batched without `drop_remainder`)."""
     model, data = family(name)
     model.record_gradient_norms(True)
-    data = data[: GLOBAL_BATCH * steps]
+    data = data[: rows or GLOBAL_BATCH * steps]
     if as_dataset:
         import tensorflow as tf
 
-        data = tf.data.Dataset.from_tensor_slices(data).batch(batch_size, drop_remainder=True)
+        data = tf.data.Dataset.from_tensor_slices(data).batch(batch_size,
+                                                              drop_remainder=rows is None)
         batch_size = None
     record = _BatchLogs()
     with constant_noise():

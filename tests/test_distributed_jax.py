@@ -26,6 +26,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 DEVICES = 4
+# Seconds without heartbeats after which jax.distributed counts a process as
+# dead (the 2-process test's `distributed.initialize(timeout=...)`).
+HEARTBEAT = 5
 
 # Kernels split over the "model" axis: a column split for the first product
 # of each pair, a row split for the second (Megatron's layout).
@@ -92,6 +95,14 @@ def devices_run(out):
             report["indivisible"] = "no error"
         except ValueError as error:
             report["indivisible"] = str(error)
+        import tensorflow as tf
+
+        try:  # a dataset batched by 10, known in advance: refused before any step
+            model.fit(tf.data.Dataset.from_tensor_slices(toy_data(64)).batch(
+                10, drop_remainder=True), epochs=1, verbose=0)
+            report["indivisible_dataset"] = "no error"
+        except ValueError as error:
+            report["indivisible_dataset"] = str(error)
     report["finite"] = bool(all(np.isfinite(v.numpy()).all() for v in model.trainable_variables))
     with open(os.path.join(out, "report.json"), "w") as f:
         json.dump(report, f)
@@ -124,6 +135,8 @@ def test_data_and_model_parallel_match_one_device(tmp_path):
     assert report["skipped"] == [1.0] and report["finite"]
     assert "`batch_size` (10)" in report["indivisible"], report["indivisible"]
     assert "multiples of 4" in report["indivisible"]
+    assert "batches of 10" in report["indivisible_dataset"], report["indivisible_dataset"]
+    assert "multiple of 4" in report["indivisible_dataset"]
     # The preset saved under DataParallel loads on one device.
     dm.assert_preset_holds(tmp_path / "preset", tmp_path / "preset_state.npz")
 
@@ -138,8 +151,10 @@ def processes_run(out):
     from zoo.core import distributed
 
     rank = int(os.environ["RANK"])
-    keras.distribution.initialize(f"127.0.0.1:{os.environ['PORT']}", num_processes=2,
-                                  process_id=rank)
+    # (The zoo's initialize: keras.distribution.initialize with a heartbeat
+    # timeout, which bounds the death at the end.)
+    distributed.initialize(f"127.0.0.1:{os.environ['PORT']}", num_processes=2,
+                           process_id=rank, timeout=HEARTBEAT)
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
     report = {"count": distributed.process_count(), "index": distributed.process_index(),
               "devices": len(jax.devices())}
@@ -169,6 +184,24 @@ def processes_run(out):
     with open(os.path.join(out, f"report_process{rank}.json"), "w") as f:
         json.dump(report, f)
 
+    # Process 1 dies mid-fit: process 0's `fit` fails with an error, and the
+    # process ends within the heartbeat timeout (never hangs).
+    class Die(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if rank == 1 and batch == 2:
+                with open(os.path.join(out, "died_at"), "w") as f:
+                    f.write(repr(time.time()))
+                os._exit(3)
+
+    try:
+        model.fit(batches(16 * 64), epochs=1, verbose=0, callbacks=[Die()])
+        death = {"error": None}
+    except Exception as error:  # noqa: BLE001 -- whichever error JAX raises
+        death = {"error": f"{type(error).__name__}: {str(error)[:500]}"}
+    death["failed_at"] = time.time()
+    with open(os.path.join(out, f"death{rank}.json"), "w") as f:
+        json.dump(death, f)
+
 
 def test_two_jax_processes_train_one_model(tmp_path):
     port = dm.free_port()
@@ -192,8 +225,17 @@ def test_two_jax_processes_train_one_model(tmp_path):
             for q in processes:
                 q.kill()
             raise
-    for rank, p in enumerate(processes):
-        assert p.returncode == 0, (tmp_path / f"stderr{rank}.txt").read_text()[-3000:]
+    ended = time.time()
+    # Process 1 dies on purpose at the end; process 0 is then ended by
+    # JAX's coordination service (SIGABRT) at its exit, within the timeout.
+    assert processes[1].returncode == 3, (tmp_path / "stderr1.txt").read_text()[-3000:]
+    stderr0 = (tmp_path / "stderr0.txt").read_text()
+    assert processes[0].returncode != 0, stderr0[-3000:]
+    died_at = float((tmp_path / "died_at").read_text())
+    death = json.loads((tmp_path / "death0.json").read_text())
+    assert death["error"] is not None, stderr0[-3000:]
+    assert 0 < death["failed_at"] - died_at < 30, death
+    assert ended - died_at < HEARTBEAT + 30, (ended - died_at, stderr0[-3000:])
     reference = dm.equivalence_run("gan")
     for rank in range(2):
         dm.assert_same_run(dm.load_run(tmp_path / f"process{rank}.npz"), reference,
@@ -204,3 +246,16 @@ def test_two_jax_processes_train_one_model(tmp_path):
     assert (tmp_path / "preset_process0").is_dir()
     assert not (tmp_path / "preset_process1").exists()
     dm.assert_preset_holds(tmp_path / "preset_process0", tmp_path / "state_process0.npz")
+
+
+def test_initialize_states_its_timeout(monkeypatch):
+    from zoo.core import distributed
+
+    # One process (no coordinator): nothing to start.
+    assert distributed.initialize() is False
+    for bad in (0, -5, "soon"):
+        with pytest.raises(ValueError, match="`timeout`"):
+            distributed.initialize("127.0.0.1:1", num_processes=2, process_id=0, timeout=bad)
+    monkeypatch.setenv("ZOO_DISTRIBUTED_TIMEOUT", "0")
+    with pytest.raises(ValueError, match="ZOO_DISTRIBUTED_TIMEOUT"):
+        distributed.initialize("127.0.0.1:1", num_processes=2, process_id=0)

@@ -22,6 +22,9 @@ pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="tf.distribute runs on TensorFlow"
 )
 
+# Rows of the uneven-dataset run: batches of 16, 16, 16 and 15.
+UNEVEN_ROWS = 63
+
 
 def mirrored_run(out):
     import tensorflow as tf
@@ -33,6 +36,11 @@ def mirrored_run(out):
         with strategy.scope():
             run = dm.equivalence_run(name)
         dm.save_run(os.path.join(out, f"mirrored_{name}"), run)
+    # A tf.data.Dataset whose last batch (15 of 63 rows) splits 8 / 7: each
+    # replica's loss counts for its examples, as on one device.
+    with strategy.scope():
+        run = dm.equivalence_run("gan", as_dataset=True, rows=UNEVEN_ROWS)
+    dm.save_run(os.path.join(out, "mirrored_uneven"), run)
 
     from tests.core_models import TinyGAN, toy_data
 
@@ -55,6 +63,24 @@ def mirrored_run(out):
             report[f"indivisible_{batch_size}"] = "no error"
         except ValueError as error:
             report[f"indivisible_{batch_size}"] = str(error)
+    # Datasets: batches of 9 known in advance are refused before any step;
+    # a last batch of 1 (49 rows) would leave a replica without examples.
+    batches = tf.data.Dataset.from_tensor_slices(toy_data(64)).batch(9, drop_remainder=True)
+    try:
+        model.fit(batches, epochs=1, verbose=0)
+        report["dataset_9"] = "no error"
+    except ValueError as error:
+        report["dataset_9"] = str(error)
+    before = [v.numpy() for v in model.trainable_variables]
+    try:
+        model.fit(tf.data.Dataset.from_tensor_slices(toy_data(49)).batch(16), epochs=1,
+                  verbose=0)
+        report["empty_replica"] = "no error"
+    except tf.errors.InvalidArgumentError as error:
+        report["empty_replica"] = error.message
+    # (The three whole batches before it trained.)
+    report["trained_before_empty"] = bool(any(
+        (b != v.numpy()).any() for b, v in zip(before, model.trainable_variables)))
     with open(os.path.join(out, "mirrored.json"), "w") as f:
         json.dump(report, f)
 
@@ -123,6 +149,9 @@ def test_mirrored_strategy_matches_one_device(tmp_path):
     for name in dm.FAMILIES:
         dm.assert_same_run(dm.load_run(tmp_path / f"mirrored_{name}.npz"),
                            dm.equivalence_run(name), name)
+    dm.assert_same_run(dm.load_run(tmp_path / "mirrored_uneven.npz"),
+                       dm.equivalence_run("gan", as_dataset=True, rows=UNEVEN_ROWS),
+                       "a last batch split 8 / 7")
     report = json.loads((tmp_path / "mirrored.json").read_text())
     # The NaN row is in the first batch: its discriminator update (whose
     # loss reads the data) is skipped on both replicas, not the generator's.
@@ -132,6 +161,11 @@ def test_mirrored_strategy_matches_one_device(tmp_path):
         message = report[f"indivisible_{batch_size}"]
         assert f"`batch_size` ({batch_size})" in message and "2 replicas" in message, message
         assert "multiples of 2" in message, message
+    message = report["dataset_9"]
+    assert "batches of 9" in message and "multiple of 2" in message, message
+    message = report["empty_replica"]
+    assert "got no examples" in message and "drop_remainder=True" in message, message
+    assert report["trained_before_empty"]
 
 
 def test_multi_worker_mirrored_strategy_with_two_local_workers(tmp_path):
@@ -174,3 +208,11 @@ def test_multi_worker_mirrored_strategy_with_two_local_workers(tmp_path):
     assert death["error"] is not None, death
     seconds = death["failed_at"] - float((tmp_path / "died_at").read_text())
     assert 0 < seconds < 60, (seconds, death)
+
+
+def test_initialize_leaves_tensorflow_to_its_strategy():
+    from zoo.core import distributed
+
+    assert distributed.initialize() is False  # no TF_CONFIG: one process
+    with pytest.raises(ValueError, match="`timeout`"):
+        distributed.initialize(timeout=0)

@@ -232,8 +232,9 @@ def test_torchrun_trains_one_model_across_processes(tmp_path):
     assert r0["process_count"] == 2 and r0["group_active"]
     # 64 rows, 8 per process, 2 processes: 4 steps an epoch.
     assert r0["steps_arrays"] == r1["steps_arrays"] == 8
-    # 5 batches of 8 (tf.data, PyDataset): 2 each; 40 rows (DataLoader): 20 each, 3 steps.
-    assert r0["steps"] == r1["steps"] == {"tf_data": 2, "py_dataset": 2, "data_loader": 3}
+    # 5 batches of 8 (tf.data, PyDataset): padded with the first, 3 each;
+    # 40 rows (DataLoader): 20 each, 3 steps.
+    assert r0["steps"] == r1["steps"] == {"tf_data": 3, "py_dataset": 3, "data_loader": 3}
     assert r0["max_weight_difference"] == 0.0 and r1["max_weight_difference"] == 0.0
     assert r0["loss"] == r1["loss"]  # epoch logs: every rank's examples
     # Each rank draws its own noise: its generators are on their own streams.
@@ -275,3 +276,13 @@ def test_a_rank_dying_mid_fit_stops_the_others_with_an_error(tmp_path):
     failed = json.loads((tmp_path / "failed.json").read_text())
     seconds = failed["failed_at"] - float((tmp_path / "died_at").read_text())
     assert 0 < seconds < 60, (seconds, failed["error"][:500])
+
+
+def test_initialize_takes_torchruns_environment_and_a_timeout():
+    from zoo.core import distributed
+
+    assert distributed.initialize() is False  # no torchrun: one process
+    with pytest.raises(ValueError, match="torchrun"):
+        distributed.initialize("127.0.0.1:1", num_processes=2, process_id=0)
+    with pytest.raises(ValueError, match="`timeout`"):
+        distributed.initialize(timeout=-1)

@@ -54,6 +54,10 @@ NAMES = {
     "keras.torch.get_device": (
         "torch", "keras.src.backend.torch.core", "get_device",
         "the device Keras places PyTorch tensors on"),
+    # Keras's JAX backend.
+    "keras.jax.initialize_rng": (
+        "jax", "keras.src.backend.jax.distribution_lib", "initialize_rng",
+        "one global seed over the processes that `distributed.initialize` starts"),
     # Keras's TensorFlow backend.
     "keras.tensorflow.multi_worker": (
         "tensorflow", "keras.src.backend.tensorflow.trainer",

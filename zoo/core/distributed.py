@@ -10,6 +10,10 @@ Rank 0 (the chief) alone writes files: presets (`save_to_preset`), `.keras`
 files (`model.save`) and, on PyTorch, what callbacks write. One process (no
 launcher) is rank 0 of 1.
 
+`initialize` starts a multi-process run with a stated failure timeout (JAX:
+`jax.distributed` with a heartbeat timeout, which `keras.distribution.
+initialize` does not pass on; PyTorch: the `torchrun` process group).
+
 Shared by the backends' data-parallel code: `model_fingerprint` (every
 process must train the same model), `check_batch_split` (batches split
 evenly over the replicas), `tracker_results` (logs from trackers summed
@@ -60,6 +64,93 @@ def process_index():
         return 0
     has_chief = bool(config.get("cluster", {}).get("chief"))
     return index + 1 if has_chief else index
+
+
+# Seconds after which a silent process counts as dead on JAX when neither
+# `timeout` nor `ZOO_DISTRIBUTED_TIMEOUT` says otherwise: JAX's own default.
+JAX_DEFAULT_TIMEOUT = 100
+
+
+def initialize(coordinator_address=None, num_processes=None, process_id=None, timeout=None):
+    """Starts this process's part of a multi-process run, with a bound on
+    how long the others wait for a process that died or hangs.
+
+    - JAX: `jax.distributed.initialize(coordinator_address, num_processes,
+      process_id)` with `heartbeat_timeout_seconds=timeout`, then Keras's
+      common random seed over the processes, as `keras.distribution.
+      initialize` does (which takes no timeout: JAX's default, 100 s,
+      applies there). Call it before anything else touches JAX. A process
+      that exits or is killed makes the others' next collective fail at
+      once (`jax.errors.JaxRuntimeError`, "Gloo all-reduce failed ...
+      Connection closed by peer"); one that stops sending heartbeats
+      (stopped, hung in native code, its machine lost) is declared dead
+      after `timeout` seconds, and JAX's coordination service then ends
+      every other process (SIGABRT, "Terminating process because the JAX
+      distributed service detected fatal errors"). A surviving process
+      also ends that way at exit, at most `timeout` seconds after the
+      death.
+    - PyTorch: joins the `torchrun` process group (its environment gives
+      the addresses; the arguments must be None), each collective waiting
+      at most `timeout` seconds. `fit` does this by itself, with
+      `ZOO_DISTRIBUTED_TIMEOUT`.
+    - TensorFlow: nothing; `MultiWorkerMirroredStrategy` starts from
+      `TF_CONFIG` (its own health checks bound a dead worker).
+
+    `timeout`: seconds (a positive number), else `ZOO_DISTRIBUTED_TIMEOUT`
+    from the environment, else the engine's default (JAX 100, the zoo's
+    PyTorch 600). Returns whether more than one process takes part.
+
+    ```python
+    from zoo.core import distributed
+
+    distributed.initialize()  # one process: nothing to start
+    assert distributed.process_count() == 1
+    ```
+    """
+    name = backend_name()
+    if timeout is None and os.environ.get("ZOO_DISTRIBUTED_TIMEOUT"):
+        timeout = os.environ["ZOO_DISTRIBUTED_TIMEOUT"]
+    if timeout is not None:
+        try:
+            timeout = float(timeout)
+        except (TypeError, ValueError):
+            timeout = -1.0
+        if not timeout > 0:
+            raise ValueError(
+                "`timeout` (or ZOO_DISTRIBUTED_TIMEOUT) must be a positive number of "
+                f"seconds; got {timeout!r}."
+            )
+    if name == "torch":
+        from zoo.core import torch_distributed
+
+        if (coordinator_address, num_processes, process_id) != (None, None, None):
+            raise ValueError(
+                "On PyTorch the process group comes from `torchrun`'s environment "
+                "(MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK): pass only `timeout`, "
+                f"not coordinator_address={coordinator_address!r}, "
+                f"num_processes={num_processes!r}, process_id={process_id!r}."
+            )
+        return torch_distributed.initialize(timeout)
+    if name == "tensorflow":
+        return process_count() > 1
+    if coordinator_address is None and num_processes in (None, 1) and not (
+        os.environ.get("JAX_COORDINATOR_ADDRESS")
+    ):
+        return False  # one process: nothing to start
+    import jax
+
+    from zoo.core.compat import private
+
+    # JAX takes whole seconds; a fraction rounds up so that the bound holds.
+    seconds = int(-(-float(timeout or JAX_DEFAULT_TIMEOUT) // 1))
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address, num_processes=num_processes,
+        process_id=process_id, heartbeat_timeout_seconds=seconds,
+    )
+    # What `keras.distribution.initialize` does after starting JAX: one
+    # global seed on every process (unless the user set one).
+    private("keras.jax.initialize_rng")()
+    return jax.process_count() > 1
 
 
 def is_chief():
@@ -145,6 +236,31 @@ def check_batch_split(arguments, method, replicas, where):
             f"examples) must be multiples of {replicas}. Pass a `batch_size` "
             "that is, and trim the data to a multiple of it (or feed a "
             "`tf.data.Dataset` batched with `drop_remainder=True`)."
+        )
+
+
+def check_dataset_split(arguments, method, replicas, where):
+    """Raises a `ValueError` if `fit`'s or `evaluate`'s data is a
+    `tf.data.Dataset` whose batch size, known in advance (batched with
+    `drop_remainder=True`), is not a multiple of `replicas`: every batch
+    would split unevenly. (A batch size known only per batch, the last
+    partial batch of a dataset, is the backend's to handle.)"""
+    x = arguments.get("x")
+    if replicas <= 1 or x is None or type(x).__module__.split(".")[0] != "tensorflow":
+        return
+    import tensorflow as tf
+
+    if not isinstance(x, tf.data.Dataset):
+        return
+    specs = [s for s in tf.nest.flatten(x.element_spec) if hasattr(s, "shape")]
+    if not specs or specs[0].shape.rank is None or specs[0].shape.rank == 0:
+        return
+    batch = specs[0].shape[0]
+    if batch is not None and batch % replicas:
+        raise ValueError(
+            f"`{method}` splits every batch over {where}: the dataset's batches "
+            f"of {batch} examples (its `batch_size`) must be a multiple of "
+            f"{replicas}. Batch it with a `batch_size` that is."
         )
 
 

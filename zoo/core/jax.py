@@ -251,10 +251,9 @@ def _check_batches(arguments, method):
     if mesh is None or axis not in mesh.axis_names:
         return
     devices = mesh.shape[mesh.axis_names.index(axis)]
-    distributed.check_batch_split(
-        arguments, method, devices,
-        f"the {devices} devices of the {axis!r} axis of {type(distribution).__name__}",
-    )
+    where = f"the {devices} devices of the {axis!r} axis of {type(distribution).__name__}"
+    distributed.check_batch_split(arguments, method, devices, where)
+    distributed.check_dataset_split(arguments, method, devices, where)
 
 
 def compile_step(model, fn, jit_compile=None):

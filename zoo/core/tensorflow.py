@@ -4,6 +4,8 @@ Nested tapes give second-order gradients: the tape in `gradient` records
 inside the tape of `minimize`, which differentiates through it.
 """
 
+import threading
+
 import numpy as np
 import tensorflow as tf
 
@@ -138,10 +140,9 @@ def _check_strategy(model, arguments, method):
 
     strategy = model.distribute_strategy
     replicas = strategy.num_replicas_in_sync
-    distributed.check_batch_split(
-        arguments, method, replicas,
-        f"the {replicas} replicas of {type(strategy).__name__}",
-    )
+    where = f"the {replicas} replicas of {type(strategy).__name__}"
+    distributed.check_batch_split(arguments, method, replicas, where)
+    distributed.check_dataset_split(arguments, method, replicas, where)
     if method == "fit" and _multi_worker(strategy):
         _check_same_model(model, strategy)
 
@@ -266,12 +267,72 @@ def make_test_function(model):
     return _one_step_function(model, model.test_step)
 
 
+# Per step being traced (innermost last): the share of the global batch that
+# this replica's loss counts for (a Python float when every replica's share
+# is known to be equal, else a tensor), or None outside a strategy.
+# Per thread: MirroredStrategy traces each replica's step in its own
+# thread, switching between them at every `merge_call`.
+_local = threading.local()
+
+
+def _shares():
+    if not hasattr(_local, "shares"):
+        _local.shares = []
+    return _local.shares
+
+
 def train_step(model, data):
-    return _for_multi_worker(_global_logs(model, model.run_step(data, training=True)))
+    shares = _shares()
+    shares.append(_replica_share(data))
+    try:
+        logs = model.run_step(data, training=True)
+    finally:
+        shares.pop()
+    return _for_multi_worker(_global_logs(model, logs))
 
 
 def test_step(model, data):
+    _replica_share(data)  # (its check only: the logs weigh examples already)
     return _for_multi_worker(_global_logs(model, model.run_step(data, training=False)))
+
+
+def _replica_share(data):
+    """This replica's examples over the global batch's, under a strategy.
+
+    A batch whose size is known when the step is traced (a dataset batched
+    with `drop_remainder=True`, which `fit` checks splits evenly) gives
+    every replica 1/replicas. Otherwise (the last, partial batch of a
+    `tf.data.Dataset`: the strategy splits 15 examples as 8 and 7) the
+    replicas add up their examples (one all-reduce of two numbers), so each
+    replica's mean loss counts for its own examples and the update is the
+    one-device update of the whole batch. A replica left without examples
+    (a last batch smaller than the replicas) would take the mean of
+    nothing: every replica stops with an error instead, before any
+    gradient is exchanged."""
+    replicas = replicas_in_sync()
+    if replicas <= 1:
+        return None
+    tensors = [v for v in tf.nest.flatten(data) if isinstance(v, (tf.Tensor, tf.SparseTensor))]
+    if not tensors:
+        return 1.0 / replicas
+    rows = tensors[0].shape[0]
+    if rows is not None and rows > 0:
+        return 1.0 / replicas
+    rows = tf.cast(tf.shape(tensors[0])[0], tf.float32)
+    context = tf.distribute.get_replica_context()
+    total, empty = tf.unstack(context.all_reduce(
+        tf.distribute.ReduceOp.SUM, tf.stack([rows, tf.cast(tf.equal(rows, 0.0), tf.float32)])
+    ))
+    check = tf.debugging.Assert(tf.equal(empty, 0.0), [
+        f"A batch does not fill the {replicas} replicas of the tf.distribute "
+        "strategy: some replica got no examples (the last, partial batch of a "
+        "tf.data.Dataset, smaller than the replicas). Batch the dataset with "
+        "`drop_remainder=True`, or give it a multiple of the replicas' count of "
+        "examples. Replicas without examples, and the batch's size:",
+        empty, total,
+    ])
+    with tf.control_dependencies([check]):
+        return tf.identity(rows / total)
 
 
 def _global_logs(model, logs):
@@ -315,9 +376,12 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
         if replicas > 1:
             # The optimizer sums the replicas' gradients (as Keras's own
             # losses expect, `scale_loss_for_distribution`): each replica's
-            # mean loss counts 1/replicas, so the update is the one of the
+            # mean loss counts for its share of the global batch (1/replicas
+            # when they split it evenly), so the update is the one of the
             # global batch's mean loss, as on one device.
-            scaled = scaled / replicas
+            shares = _shares()
+            share = shares[-1] if shares and shares[-1] is not None else 1.0 / replicas
+            scaled = scaled * tf.cast(share, scaled.dtype)
     grads = tape.gradient(scaled, variables)
     if record is not None:
         # The global batch's gradient, as one device has it: the replicas'

@@ -64,8 +64,9 @@ class ShardedArrays(keras.utils.PyDataset):
 
 class ShardedBatches(keras.utils.PyDataset):
     """Every N-th batch of a `PyDataset`, from this rank's: batches r, r + N,
-    ... (for training, as many on every rank: the last `len % N` batches of
-    an epoch are left out)."""
+    ... (for training, as many on every rank: the epoch is padded with its
+    first batches to a multiple of N, as `DistributedSampler` pads with
+    examples, so none is left out)."""
 
     def __init__(self, dataset, pad):
         super().__init__(
@@ -79,10 +80,10 @@ class ShardedBatches(keras.utils.PyDataset):
 
     def __len__(self):
         n = len(self.dataset)
-        return n // self.world if self.pad else max(0, math.ceil((n - self.rank) / self.world))
+        return math.ceil(n / self.world) if self.pad else max(0, math.ceil((n - self.rank) / self.world))
 
     def __getitem__(self, index):
-        return self.dataset[index * self.world + self.rank]
+        return self.dataset[(index * self.world + self.rank) % len(self.dataset)]
 
     def on_epoch_begin(self):
         getattr(self.dataset, "on_epoch_begin", lambda: None)()
@@ -177,14 +178,18 @@ def shard(x, y, sample_weight, batch_size, shuffle, training, seed=0):
         )
         return ShardedArrays(data, batch_size, shuffle and training, pad=training, seed=seed), None, None, None, []
     if data_adapters.is_tf_dataset(x):
-        shards = x.shard(world, td.rank())
         if training:
             batches = int(x.cardinality())
-            if batches >= 0:  # known: as many on every rank
-                shards = shards.take(batches // world)
+            if batches >= 0:
+                # As many batches on every rank: the epoch padded with its
+                # first batches, as `DistributedSampler` pads with examples
+                # (none is left out).
+                pad = -batches % world
+                if pad:
+                    x = x.concatenate(x.take(pad))
             else:
                 _warn_unknown_length("a tf.data.Dataset of unknown length")
-        return shards, y, sample_weight, batch_size, []
+        return x.shard(world, td.rank()), y, sample_weight, batch_size, []
     if isinstance(x, keras.utils.PyDataset):
         return ShardedBatches(x, pad=training), y, sample_weight, batch_size, []
     if isinstance(x, torch.utils.data.DataLoader):
