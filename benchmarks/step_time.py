@@ -428,12 +428,13 @@ class FlowFamily(Family):
 
 class DDPMFamily(Family):
     timesteps = 1000
+    hidden_units = 64  # also the sinusoidal time embedding's width
     noise = (("randint", ("B",), 1000), ("normal", ("B", 2)))
 
     def build(self):
         from zoo.diffusion import DDPM
 
-        return DDPM((2,), hidden_units=64, num_blocks=2, ema_decay=None, seed=0)
+        return DDPM((2,), hidden_units=self.hidden_units, num_blocks=2, ema_decay=None, seed=0)
 
     def data(self, n):
         return GANFamily.data(self, n)
@@ -443,7 +444,8 @@ class DDPMFamily(Family):
 
         table = F.const(alphas_cumprod("cosine", self.timesteps).astype("float32"))
         t, eps = noise
-        freqs = F.const(np.exp(-np.log(10000.0) * np.arange(32) / 32).astype("float32"))
+        half = self.hidden_units // 2
+        freqs = F.const(np.exp(-np.log(10000.0) * np.arange(half) / half).astype("float32"))
 
         def loss(p):
             abar = F.reshape(F.take(table, t), (-1, 1))
