@@ -4,7 +4,8 @@ Each benchmark prints its tables; with `--markdown docs/performance/x.md` it
 also writes them there, under the exact command that produced them, the
 hardware and the library versions. A page holds one section per command
 (one per backend, say): a run replaces the section of its own command and
-keeps the others, so the runs of several backends build one page. The file
+keeps the others, so the runs of several backends build one page, and any
+text written by hand after the last section. The file
 is replaced in one step (a temporary file, then `os.replace`), so a failed
 run never leaves half a page.
 """
@@ -120,10 +121,15 @@ def write(path, title, tables, notes=""):
         f"{tables.strip()}\n"
         + (f"\n{notes.strip()}\n" if notes.strip() else "")
     )
-    sections = {}
+    sections, tail = {}, ""
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
-            sections = dict(_SECTION.findall(f.read()))
+            text = f.read()
+        sections = dict(_SECTION.findall(text))
+        ends = [m.end() for m in _SECTION.finditer(text)]
+        # Hand-written text after the last section (a conclusion drawn
+        # from the tables) stays.
+        tail = text[ends[-1]:] if ends else ""
     sections[run] = body
     script = os.path.basename(sys.argv[0])
     page = (
@@ -132,6 +138,7 @@ def write(path, title, tables, notes=""):
         f"output, under the command that produced it.\n\n"
         + "".join(f"<!-- section: {key} -->\n{text}<!-- end of section -->\n"
                   for key, text in sections.items())
+        + tail
     )
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
