@@ -90,7 +90,7 @@ def device_of(x):
     if BACKEND == "jax":
         import jax
 
-        if not isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer):
+        if not isinstance(x, jax.Array) or _jax_tracer(x):
             return None
         return ",".join(sorted(_jax_name(d) for d in x.devices()))
     import tensorflow as tf
@@ -98,6 +98,13 @@ def device_of(x):
     if not isinstance(x, (tf.Tensor, tf.Variable)) or not getattr(x, "device", ""):
         return None
     return _tf_name(x.device)
+
+
+def _jax_tracer(x):
+    import jax
+
+    tracer = getattr(jax.core, "Tracer", None)  # public, but JAX has been moving jax.core
+    return isinstance(x, tracer) if tracer is not None else "Tracer" in type(x).__name__
 
 
 def _jax_name(device):
@@ -198,9 +205,9 @@ def watch_batch(model, placements):
     def probe(x):
         for leaf in keras.tree.flatten(x):
             if BACKEND == "jax":
-                import jax
+                if _jax_tracer(leaf):
+                    import jax
 
-                if isinstance(leaf, jax.core.Tracer):
                     # Inside the compiled step: the sharding XLA gives the batch.
                     jax.debug.inspect_array_sharding(leaf, callback=lambda s: placements.add(
                         "batch in step", "batch",
