@@ -33,7 +33,9 @@ the second step of each `fit`; "max |diff| vs eager" the largest difference
 of any weight, optimizer or seed state from the eager model's after the
 same first `--check-steps` steps (0 means bit-identical); "graph breaks"
 and "recompiles" are `torch._dynamo`'s counters for the `torch.compile`
-kinds. An empty `TORCHINDUCTOR_CACHE_DIR` gives cold compilation times.
+kinds. An empty `TORCHINDUCTOR_CACHE_DIR` gives cold compilation times. A
+kind that fails to build or to run its first steps gets a row saying why,
+and the other kinds are still measured.
 """
 
 import argparse
@@ -108,16 +110,28 @@ def bench(name, kinds, args):
     saved = zoo.core.TRACE_FIT
     zoo.core.TRACE_FIT = 0  # "auto": the traced step at any length
     try:
+        failed = {}
         for kind in kinds:
             torch._dynamo.reset()
             torch._dynamo.utils.counters.clear()
-            model = build(family, data, kind, weights)
             start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model.fit(data[:b], batch_size=b, verbose=0, shuffle=False)
-                first = time.perf_counter() - start
-                model.fit(data[b:b * args.check_steps], batch_size=b, verbose=0, shuffle=False)
+            try:
+                model = build(family, data, kind, weights)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    model.fit(data[:b], batch_size=b, verbose=0, shuffle=False)
+                    first = time.perf_counter() - start
+                    model.fit(data[b:b * args.check_steps], batch_size=b, verbose=0,
+                              shuffle=False)
+            except Exception as error:  # noqa: BLE001
+                if kind == "eager":
+                    raise
+                # One kind that cannot compile this model must not lose the
+                # others' minutes of compilation: its row says why.
+                first_line = (str(error).splitlines() or [""])[0][:80]
+                failed[kind] = f"{type(error).__name__}: {first_line}"
+                print(f"{name} {kind} failed: {failed[kind]}", file=sys.stderr, flush=True)
+                continue
             counters = torch._dynamo.utils.counters
             rows[kind] = {
                 "first": first, "ms": [], "state": state(model),
@@ -127,7 +141,7 @@ def bench(name, kinds, args):
             models[kind] = model
         native = []
         for _ in range(args.repeats):  # interleaved
-            for kind in kinds:
+            for kind in rows:
                 rows[kind]["ms"].append(fit_ms(models[kind], data[: b * args.steps], b))
             native.append(native_ms(step, read, data, b, args.steps))
     finally:
@@ -136,6 +150,10 @@ def bench(name, kinds, args):
     eager = rows["eager"]["state"]
     lines = []
     for kind in kinds:
+        if kind in failed:
+            reason = failed[kind].replace("|", "\\|")
+            lines.append(f"| {name} | {kind} | failed | - | - | {reason} | - |")
+            continue
         r = rows[kind]
         diff = max(float(np.max(np.abs(a.astype("float64") - e.astype("float64"))))
                    if a.size else 0.0 for a, e in zip(r["state"], eager))
