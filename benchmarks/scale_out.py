@@ -16,8 +16,27 @@ warm-up fit, on 1 worker, then on 2:
 Each worker sees `batch` examples per step, so the global batch grows with
 the workers; the ratio is examples per second with 2 workers over 1, both
 measured in the same run (absolute figures on a shared CPU say little).
+What makes the two sides comparable:
 
-    python benchmarks/scale_out.py --backends torch,jax,tensorflow --steps 60 \
+- every worker gets `--threads` intra-op threads, the one worker of the
+  baseline as each of the two (`OMP_NUM_THREADS` for PyTorch,
+  `TF_NUM_INTRAOP_THREADS` for TensorFlow, and at 1 thread XLA's CPU
+  runtime without its Eigen pool, `--xla_cpu_multi_thread_eigen=false`):
+  with a core per worker the ideal ratio is 2, and a ratio below it is
+  what the engine's communication and coordination cost, or the cores'
+  sharing with other work;
+- both sides run the same training step: on PyTorch the eager step
+  (`jit_compile=False`), which is what `fit` runs under `torchrun`;
+  elsewhere the compiled step on both sides;
+- both process the same examples per worker and step, and each counts only
+  the examples it trained on (every rank's rows are fed on PyTorch, whose
+  `batch_size` is per process);
+- the clock runs from the end of the first step to the end of the last of
+  a `fit` that follows a warm-up `fit`: tracing, compiling, each `fit`'s
+  setup (and under `torchrun` its model check and weight broadcast) are
+  left out, so the figure is the steady-state step rate.
+
+    OMP_NUM_THREADS=1 python benchmarks/scale_out.py --steps 30 \
         --markdown docs/performance/scale_out.md
 
 `--guard`: the step time of the same GAN (one process) with the zoo's
@@ -51,7 +70,9 @@ def _model():
     from zoo.gan import GAN
 
     model = GAN((64,), 16, hidden_units=(256, 256), seed=0)
-    model.compile()
+    # Under `torchrun` the training step is the eager one: so is the
+    # baseline's ("auto" would trace a long enough `fit` on one process).
+    model.compile(jit_compile=False if keras.backend.backend() == "torch" else "auto")
     return model, keras
 
 
@@ -61,19 +82,36 @@ def _data(n):
     return np.random.default_rng(0).normal(size=(n, 64)).astype("float32")
 
 
-def _timed_fit(model, data, batch, steps, as_dataset=False):
+def _timed_fit(model, data, batch, steps, as_dataset=False, workers=1):
+    """Seconds of the last `steps - 1` steps of a `fit` of `steps` steps
+    (after a warm-up `fit`). `batch` is what `fit` takes: the global batch,
+    or per process where `fit` shards (`workers` > 1: each step reads
+    `batch * workers` of the rows)."""
+    import keras
+
     def feed(n):
-        rows = data[: batch * n]
+        rows = data[: batch * workers * n]
         if not as_dataset:
             return dict(x=rows, batch_size=batch)
         import tensorflow as tf
 
         return dict(x=tf.data.Dataset.from_tensor_slices(rows).batch(batch, drop_remainder=True))
 
+    class Clock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            # Reading a log waits for the step (JAX dispatches asynchronously).
+            float(keras.ops.convert_to_numpy(logs["loss"]))
+            now = time.perf_counter()
+            if batch == 0:
+                self.start = now
+            self.end, self.steps = now, batch
+
     model.fit(**feed(5), epochs=1, verbose=0, shuffle=False)
-    start = time.perf_counter()
-    model.fit(**feed(steps), epochs=1, verbose=0, shuffle=False)
-    return time.perf_counter() - start
+    clock = Clock()
+    model.fit(**feed(steps), epochs=1, verbose=0, shuffle=False, callbacks=[clock])
+    if clock.steps != steps - 1:
+        raise RuntimeError(f"the timed fit ran {clock.steps + 1} steps, not {steps}")
+    return clock.end - clock.start
 
 
 def worker(backend, workers, batch, steps, mode="devices"):
@@ -110,11 +148,12 @@ def worker(backend, workers, batch, steps, mode="devices"):
     global_batch = batch if backend == "torch" else batch * workers
     data = _data(batch * workers * steps)
     seconds = _timed_fit(model, data, global_batch, steps,
-                         as_dataset=backend == "jax" and processes)
+                         as_dataset=backend == "jax" and processes,
+                         workers=workers if backend == "torch" else 1)
     from zoo.core import distributed
 
     if distributed.is_chief():
-        print(json.dumps({"examples_per_s": batch * workers * steps / seconds}))
+        print(json.dumps({"examples_per_s": batch * workers * (steps - 1) / seconds}))
 
 
 def guard_worker(backend, batch, steps, repeats):
@@ -130,7 +169,7 @@ def guard_worker(backend, batch, steps, repeats):
         for kind in ("with", "without"):
             nonfinite.guarded = original if kind == "with" else (lambda optimizer: False)
             model.make_train_function(force=True)
-            times[kind].append(_timed_fit(model, data, batch, steps) / steps * 1e3)
+            times[kind].append(_timed_fit(model, data, batch, steps) / (steps - 1) * 1e3)
     nonfinite.guarded = original
     print(json.dumps({k: statistics.median(v) for k, v in times.items()}))
 
@@ -141,13 +180,25 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _thread_env(threads):
+    """The environment that gives a worker process `threads` intra-op
+    threads per worker, the same for the baseline's one worker and each of
+    the two (PyTorch's and NumPy's OpenMP; TensorFlow's intra-op pool, per
+    logical device; XLA's CPU runtime, single-threaded at 1)."""
+    env = {"OMP_NUM_THREADS": str(threads), "TF_NUM_INTRAOP_THREADS": str(threads)}
+    return env
+
+
 def _run(backend, workers, args, mode="devices"):
-    env = dict(os.environ, PYTHONPATH=ROOT, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, PYTHONPATH=ROOT, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
+               **_thread_env(args.threads))
     code = (f"from benchmarks.scale_out import worker; "
             f"worker({backend!r}, {workers}, {args.batch}, {args.steps}, {mode!r})")
     processes = workers > 1 and mode == "processes"
     if backend == "jax":
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={1 if processes else workers}"
+        if args.threads == 1:
+            env["XLA_FLAGS"] += " --xla_cpu_multi_thread_eigen=false"
     if not processes:
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                              text=True, timeout=600)
@@ -203,6 +254,10 @@ def main():
                         help="2 devices of one process, 2 processes, or both")
     parser.add_argument("--batch", type=int, default=64, help="examples per worker per step")
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads of every worker, baseline included")
+    parser.add_argument("--pairs", type=int, default=1,
+                        help="pairs of runs (1 worker, 2) per setup: the median ratio")
     parser.add_argument("--guard", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
     _markdown.add_argument(parser)
@@ -210,16 +265,44 @@ def main():
     if args.guard:
         return guard(args)
     modes = args.modes.split(",")
-    with _markdown.capture(args.markdown, "Scale-out: 1 worker to 2"):
-        print("| Backend | 2 workers | Examples/s, 2 workers / 1 |")
-        print("|---|---|---|")
+    from importlib import metadata
+
+    versions = []
+    for package in ("torch", "jax", "jaxlib", "tensorflow", "tensorflow-cpu"):
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            pass
+    notes = (
+        f"{args.threads} intra-op thread(s) per worker, the baseline's one worker "
+        f"as each of the two; {args.batch} examples per worker per step; the "
+        f"steady-state rate of {args.steps - 1} steps after a warm-up `fit`; on "
+        "PyTorch the eager step on both sides (what `fit` runs under `torchrun`); "
+        f"the median ratio of {args.pairs} pair(s) of runs. With a free core per "
+        f"worker the ideal ratio is 2. {', '.join(versions)}."
+    )
+    with _markdown.capture(args.markdown, "Scale-out: 1 worker to 2", notes=notes):
+        print(notes + "\n")
+        print("| Backend | 2 workers | Examples/s, 1 worker | 2 workers | 2 workers / 1 |")
+        print("|---|---|---|---|---|")
         for backend in args.backends.split(","):
             for mode in MODES[backend]:
                 if mode not in modes:
                     continue
-                one = _run(backend, 1, args)
-                two = _run(backend, 2, args, mode)
-                print(f"| {backend} | {_SETUPS[backend, mode]} | {two / one:.2f} |", flush=True)
+                pairs = []
+                for k in range(args.pairs):
+                    # In turn: the first run of a pair has the machine's
+                    # warm-up (file cache, clocks) against it.
+                    if k % 2:
+                        two = _run(backend, 2, args, mode)
+                        one = _run(backend, 1, args)
+                    else:
+                        one = _run(backend, 1, args)
+                        two = _run(backend, 2, args, mode)
+                    pairs.append((two / one, one, two))
+                ratio, one, two = sorted(pairs)[len(pairs) // 2]
+                print(f"| {backend} | {_SETUPS[backend, mode]} | {one:.0f} | {two:.0f} "
+                      f"| {ratio:.2f} |", flush=True)
 
 
 def guard(args):
