@@ -9,6 +9,10 @@ e.g. ``python tests/all_backends.py tests/test_data.py -x -k moons``.
 Each run gets ``KERAS_BACKEND`` (which Keras reads after, and so in preference
 to, ``~/.keras/keras.json``), a fresh empty ``KERAS_HOME`` so no user config
 or cache leaks in, and ``TF_CPP_MIN_LOG_LEVEL=2`` to quiet TensorFlow's C++ logs.
+On JAX, unless set already, ``JAX_DISABLE_MOST_OPTIMIZATIONS=1``: the tests
+compile many small programs and run each a few times, so XLA's optimizing
+passes cost more than they save. Set it to 0 to test the programs users'
+runs compile.
 With pytest-xdist installed (the `test` extra) and no `-n` given, the tests
 of each backend run in `min(cores, 4)` worker processes, one test file per
 worker at a time (`-n N --dist loadfile`; pass `-n 0` to run in one
@@ -88,6 +92,8 @@ def run_one(backend, pytest_args):
         env = dict(
             os.environ, KERAS_BACKEND=backend, KERAS_HOME=keras_home, TF_CPP_MIN_LOG_LEVEL="2"
         )
+        if backend == "jax":
+            env.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
         count = workers(pytest_args)
         if count:
             pytest_args = ["-n", str(count), "--dist", "loadfile", *pytest_args]
