@@ -260,16 +260,24 @@ class Pair:
         """The noise the zoo model draws in its first `steps` steps."""
         generator = keras.random.SeedGenerator(0)
         generator.state.assign(self.seed_state)
-        out = []
-        for _ in range(steps):
+
+        def draw():
             noise = []
             for kind, shape, *rest in _real_native._shapes(self.spec, self.spec.batch_size):
                 if kind == "normal":
                     noise.append(keras.random.normal(shape, seed=generator))
                 else:
                     noise.append(keras.random.randint(shape, 0, rest[0], seed=generator))
-            out.append([np.asarray(keras.ops.convert_to_numpy(n)) for n in noise])
-        return out
+            return noise
+
+        if BACKEND == "tensorflow" and zoo_settings(self.setting).get("jit_compile"):
+            import tensorflow as tf
+
+            # TensorFlow's stateless random ops pick another algorithm under
+            # XLA: the noise of an XLA-compiled step is drawn under XLA too.
+            draw = tf.function(draw, jit_compile=True)
+        return [[np.asarray(keras.ops.convert_to_numpy(n)) for n in draw()]
+                for _ in range(steps)]
 
 
 def check(pair, data, steps):
