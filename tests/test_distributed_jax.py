@@ -259,3 +259,22 @@ def test_initialize_states_its_timeout(monkeypatch):
     monkeypatch.setenv("ZOO_DISTRIBUTED_TIMEOUT", "0")
     with pytest.raises(ValueError, match="ZOO_DISTRIBUTED_TIMEOUT"):
         distributed.initialize("127.0.0.1:1", num_processes=2, process_id=0)
+    monkeypatch.delenv("ZOO_DISTRIBUTED_TIMEOUT")
+
+    # A JAX whose `jax.distributed.initialize` takes no heartbeat timeout
+    # (0.4.30, the oldest allowed): a `timeout` is refused, none is passed on.
+    import jax
+
+    calls = []
+
+    def older(coordinator_address=None, num_processes=None, process_id=None):
+        calls.append((coordinator_address, num_processes, process_id))
+        raise RuntimeError("started")
+
+    monkeypatch.setattr(jax.distributed, "initialize", older)
+    with pytest.raises(ValueError, match="heartbeat_timeout_seconds"):
+        distributed.initialize("127.0.0.1:1", num_processes=2, process_id=0, timeout=5)
+    assert not calls
+    with pytest.raises(RuntimeError, match="started"):
+        distributed.initialize("127.0.0.1:1", num_processes=2, process_id=0)
+    assert calls == [("127.0.0.1:1", 2, 0)]

@@ -22,6 +22,7 @@ over the replicas) and `without_distribution` (rank 0's writes).
 
 import contextlib
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -76,7 +77,8 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None, ti
     how long the others wait for a process that died or hangs.
 
     - JAX: `jax.distributed.initialize(coordinator_address, num_processes,
-      process_id)` with `heartbeat_timeout_seconds=timeout`, then Keras's
+      process_id)` with `heartbeat_timeout_seconds=timeout` (a JAX too old
+      to take it refuses a `timeout`: a `ValueError`), then Keras's
       common random seed over the processes, as `keras.distribution.
       initialize` does (which takes no timeout: JAX's default, 100 s,
       applies there). Call it before anything else touches JAX. A process
@@ -141,11 +143,20 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None, ti
 
     from zoo.core.compat import private
 
-    # JAX takes whole seconds; a fraction rounds up so that the bound holds.
-    seconds = int(-(-float(timeout or JAX_DEFAULT_TIMEOUT) // 1))
+    options = {}
+    if "heartbeat_timeout_seconds" in inspect.signature(jax.distributed.initialize).parameters:
+        # JAX takes whole seconds; a fraction rounds up so that the bound holds.
+        options["heartbeat_timeout_seconds"] = int(-(-float(timeout or JAX_DEFAULT_TIMEOUT) // 1))
+    elif timeout is not None:
+        raise ValueError(
+            f"`timeout` (or ZOO_DISTRIBUTED_TIMEOUT) needs a JAX whose "
+            f"`jax.distributed.initialize` takes `heartbeat_timeout_seconds`; JAX "
+            f"{jax.__version__} does not (its coordination service's own timeout "
+            f"applies). Upgrade JAX or leave `timeout` unset; got timeout={timeout!r}."
+        )
     jax.distributed.initialize(
         coordinator_address=coordinator_address, num_processes=num_processes,
-        process_id=process_id, heartbeat_timeout_seconds=seconds,
+        process_id=process_id, **options,
     )
     # What `keras.distribution.initialize` does after starting JAX: one
     # global seed on every process (unless the user set one).
