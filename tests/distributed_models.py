@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 
 import keras
 import numpy as np
@@ -169,6 +170,21 @@ def assert_same_run(got, reference, message):
         for key in b:
             np.testing.assert_allclose(a[key], b[key], rtol=LOG_RTOL, atol=1e-6,
                                        err_msg=f"{message}, step {step}, {key}")
+
+
+class DieMidFit(keras.callbacks.Callback):
+    """Ends process `rank` 1 abruptly after its third batch (no cleanup, as a
+    crash would), first writing the time of death to `out/died_at`."""
+
+    def __init__(self, rank, out):
+        super().__init__()
+        self.rank, self.out = rank, out
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.rank == 1 and batch == 2:
+            with open(os.path.join(self.out, "died_at"), "w") as f:
+                f.write(repr(time.time()))
+            os._exit(3)
 
 
 def free_port():

@@ -186,15 +186,9 @@ def processes_run(out):
 
     # Process 1 dies mid-fit: process 0's `fit` fails with an error, and the
     # process ends within the heartbeat timeout (never hangs).
-    class Die(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if rank == 1 and batch == 2:
-                with open(os.path.join(out, "died_at"), "w") as f:
-                    f.write(repr(time.time()))
-                os._exit(3)
-
     try:
-        model.fit(batches(16 * 64), epochs=1, verbose=0, callbacks=[Die()])
+        model.fit(batches(16 * 64), epochs=1, verbose=0,
+                  callbacks=[dm.DieMidFit(rank, out)])
         death = {"error": None}
     except Exception as error:  # noqa: BLE001 -- whichever error JAX raises
         death = {"error": f"{type(error).__name__}: {str(error)[:500]}"}

@@ -176,17 +176,11 @@ def working_run(out):
 def dying_run(out):
     rank = int(os.environ["RANK"])
 
-    class Die(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if rank == 1 and batch == 2:
-                with open(os.path.join(out, "died_at"), "w") as f:
-                    f.write(repr(time.time()))
-                os._exit(3)
-
     model = TinyGAN(seed=0)
     model.compile()
     try:
-        model.fit(toy_data(256), batch_size=8, epochs=5, verbose=0, callbacks=[Die()])
+        model.fit(toy_data(256), batch_size=8, epochs=5, verbose=0,
+                  callbacks=[dm.DieMidFit(rank, out)])
     except Exception as error:  # noqa: BLE001 -- whichever error torch.distributed raises
         with open(os.path.join(out, "failed.json"), "w") as f:
             json.dump({"failed_at": time.time(), "error": f"{type(error).__name__}: {error}"}, f)
