@@ -18,36 +18,20 @@ tensors; `read(losses)` waits for them and returns Python floats.
 """
 
 import keras
-import numpy as np
+
+from step_time import jax_adam, noise_shapes, tf_adam, tf_step
 
 BACKEND = keras.backend.backend()
-
-
-def _shapes(spec, batch):
-    return [(kind, tuple(batch if d == "B" else d for d in shape), *rest)
-            for kind, shape, *rest in spec.noise]
-
-
-def _adam_numbers(cfg, t, sqrt):
-    b1, b2 = cfg["beta_1"], cfg["beta_2"]
-    return b1, b2, cfg["learning_rate"] * sqrt(1 - b2**t) / (1 - b1**t)
 
 
 def native_jax(spec, nets, players, batch):
     import jax
     import jax.numpy as jnp
 
-    shapes = _shapes(spec, batch)
+    shapes = noise_shapes(spec, batch)
     opts = spec.optimizers()
 
-    def adam(cfg, params, grads, state):
-        m, v, t = state
-        t = t + 1
-        b1, b2, alpha = _adam_numbers(cfg, t, jnp.sqrt)
-        m = [mi + (g - mi) * (1 - b1) for mi, g in zip(m, grads)]
-        v = [vi + (g * g - vi) * (1 - b2) for vi, g in zip(v, grads)]
-        params = [p - a * alpha / (jnp.sqrt(b) + 1e-7) for p, a, b in zip(params, m, v)]
-        return params, (m, v, t)
+    adam = jax_adam
 
     def core(tv, ntv, opt, x, noise):
         tv, ntv, opt = dict(tv), dict(ntv), dict(opt)
@@ -116,7 +100,7 @@ def native_jax(spec, nets, players, batch):
 def native_tf(spec, nets, players, batch, jit_compile):
     import tensorflow as tf
 
-    shapes = _shapes(spec, batch)
+    shapes = noise_shapes(spec, batch)
     opts = spec.optimizers()
     variables = {p: [v.value for n in names for v in nets[n].trainable_variables]
                  for p, names in players.items()}
@@ -135,42 +119,18 @@ def native_tf(spec, nets, players, batch, jit_compile):
                 tape.watch(own)
                 loss = loss_fn(call)
             grads = tape.gradient(loss, own)
-            m, v, t = slots[player]
-            t.assign_add(1.0)
-            b1, b2, alpha = _adam_numbers(opts[player], t, tf.sqrt)
-            for var, g, mi, vi in zip(own, grads, m, v):
-                mi.assign_add((g - mi) * (1 - b1))
-                vi.assign_add((g * g - vi) * (1 - b2))
-                var.assign_sub(mi * alpha / (tf.sqrt(vi) + 1e-7))
+            tf_adam(opts[player], own, grads, slots[player])
             losses.append(loss)
         return losses
 
-    def drawn(x):
-        noise = []
-        for kind, shape, *rest in shapes:
-            if kind == "normal":
-                noise.append(tf.random.normal(shape))
-            else:
-                noise.append(tf.random.uniform(shape, 0, rest[0], dtype=tf.int32))
-        return core(x, noise)
-
-    tf_core = tf.function(core, jit_compile=jit_compile)
-    tf_drawn = tf.function(drawn, jit_compile=jit_compile)
-
-    def step(x, noise=None):
-        x = tf.convert_to_tensor(x)
-        if noise is None:
-            return tf_drawn(x)
-        return tf_core(x, [tf.convert_to_tensor(n) for n in noise])
-
-    return step, lambda losses: [float(v) for v in losses]
+    return tf_step(core, shapes, jit_compile)
 
 
 def native_torch(spec, nets, players, batch, compiled):
     import torch
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    shapes = _shapes(spec, batch)
+    shapes = noise_shapes(spec, batch)
     opts = spec.optimizers()
     params = {p: [v.value for n in names for v in nets[n].trainable_variables]
               for p, names in players.items()}

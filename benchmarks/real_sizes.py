@@ -263,7 +263,7 @@ class Pair:
 
         def draw():
             noise = []
-            for kind, shape, *rest in _real_native._shapes(self.spec, self.spec.batch_size):
+            for kind, shape, *rest in _real_native.noise_shapes(self.spec, self.spec.batch_size):
                 if kind == "normal":
                     noise.append(keras.random.normal(shape, seed=generator))
                 else:

@@ -517,26 +517,77 @@ SPECS = {"gan": GANFamily, "vae": VAEFamily, "flow": FlowFamily, "ddpm": DDPMFam
 # the losses as backend tensors; `sync(losses)` blocks until they exist.
 
 
-def _shapes(family, batch):
+def noise_shapes(family, batch):
+    """`family.noise` with the batch dimension "B" filled in."""
     return [(kind, tuple(batch if d == "B" else d for d in shape), *rest)
             for kind, shape, *rest in family.noise]
+
+
+def adam_numbers(cfg, t, sqrt):
+    """Keras's Adam at step `t`: beta_1, beta_2 and the bias-corrected rate."""
+    b1, b2 = cfg["beta_1"], cfg["beta_2"]
+    return b1, b2, cfg["learning_rate"] * sqrt(1 - b2**t) / (1 - b1**t)
+
+
+def jax_adam(cfg, params, grads, state):
+    """Keras's Adam as a pure JAX function of `(m, v, t)`."""
+    import jax.numpy as jnp
+
+    m, v, t = state
+    t = t + 1
+    b1, b2, alpha = adam_numbers(cfg, t, jnp.sqrt)
+    m = [mi + (g - mi) * (1 - b1) for mi, g in zip(m, grads)]
+    v = [vi + (g * g - vi) * (1 - b2) for vi, g in zip(v, grads)]
+    params = [p - a * alpha / (jnp.sqrt(b) + 1e-7) for p, a, b in zip(params, m, v)]
+    return params, (m, v, t)
+
+
+def tf_adam(cfg, variables, grads, slot):
+    """Keras's Adam on TensorFlow variables, `slot` = `(m, v, t)` variables."""
+    import tensorflow as tf
+
+    m, v, t = slot
+    t.assign_add(1.0)
+    b1, b2, alpha = adam_numbers(cfg, t, tf.sqrt)
+    for var, g, mi, vi in zip(variables, grads, m, v):
+        mi.assign_add((g - mi) * (1 - b1))
+        vi.assign_add((g * g - vi) * (1 - b2))
+        var.assign_sub(mi * alpha / (tf.sqrt(vi) + 1e-7))
+
+
+def tf_step(core, shapes, jit_compile):
+    """`step(x, noise=None)` around a native TensorFlow `core(x, noise)`: the
+    given noise, or noise drawn by TensorFlow inside the `tf.function`."""
+    import tensorflow as tf
+
+    def drawn(x):
+        noise = []
+        for kind, shape, *rest in shapes:
+            if kind == "normal":
+                noise.append(tf.random.normal(shape))
+            else:
+                noise.append(tf.random.uniform(shape, 0, rest[0], dtype=tf.int32))
+        return core(x, noise)
+
+    tf_core = tf.function(core, jit_compile=jit_compile)
+    tf_drawn = tf.function(drawn, jit_compile=jit_compile)
+
+    def step(x, noise=None):
+        x = tf.convert_to_tensor(x)
+        if noise is None:
+            return tf_drawn(x)
+        return tf_core(x, [tf.convert_to_tensor(n) for n in noise])
+
+    return step, lambda losses: [float(v) for v in losses]
 
 
 def native_jax(family, weights, players, opts, batch):
     import jax
     import jax.numpy as jnp
 
-    shapes = _shapes(family, batch)
+    shapes = noise_shapes(family, batch)
 
-    def adam(cfg, params, grads, state):
-        m, v, t = state
-        t = t + 1
-        b1, b2, lr = cfg["beta_1"], cfg["beta_2"], cfg["learning_rate"]
-        alpha = lr * jnp.sqrt(1 - b2**t) / (1 - b1**t)
-        m = [mi + (g - mi) * (1 - b1) for mi, g in zip(m, grads)]
-        v = [vi + (g * g - vi) * (1 - b2) for vi, g in zip(v, grads)]
-        params = [p - a * alpha / (jnp.sqrt(b) + 1e-7) for p, a, b in zip(params, m, v)]
-        return params, (m, v, t)
+    adam = jax_adam
 
     def core(params, state, x, noise):
         params = list(params)
@@ -595,7 +646,7 @@ def native_jax(family, weights, players, opts, batch):
 def native_tf(family, weights, players, opts, batch, jit_compile):
     import tensorflow as tf
 
-    shapes = _shapes(family, batch)
+    shapes = noise_shapes(family, batch)
     params = [tf.Variable(w) for w in weights]
     slots = {p: ([tf.Variable(tf.zeros_like(weights[i])) for i in idx],
                  [tf.Variable(tf.zeros_like(weights[i])) for i in idx],
@@ -610,43 +661,17 @@ def native_tf(family, weights, players, opts, batch, jit_compile):
                 tape.watch(variables)
                 loss = loss_fn(params)
             grads = tape.gradient(loss, variables)
-            m, v, t = slots[player]
-            cfg = opts[player]
-            b1, b2 = cfg["beta_1"], cfg["beta_2"]
-            t.assign_add(1.0)
-            alpha = cfg["learning_rate"] * tf.sqrt(1 - b2**t) / (1 - b1**t)
-            for var, g, mi, vi in zip(variables, grads, m, v):
-                mi.assign_add((g - mi) * (1 - b1))
-                vi.assign_add((g * g - vi) * (1 - b2))
-                var.assign_sub(mi * alpha / (tf.sqrt(vi) + 1e-7))
+            tf_adam(opts[player], variables, grads, slots[player])
             losses.append(loss)
         return losses
 
-    def drawn(x):
-        noise = []
-        for kind, shape, *rest in shapes:
-            if kind == "normal":
-                noise.append(tf.random.normal(shape))
-            else:
-                noise.append(tf.random.uniform(shape, 0, rest[0], dtype=tf.int32))
-        return core(x, noise)
-
-    tf_core = tf.function(core, jit_compile=jit_compile)
-    tf_drawn = tf.function(drawn, jit_compile=jit_compile)
-
-    def step(x, noise=None):
-        x = tf.convert_to_tensor(x)
-        if noise is None:
-            return tf_drawn(x)
-        return tf_core(x, [tf.convert_to_tensor(n) for n in noise])
-
-    return step, lambda losses: [float(v) for v in losses]
+    return tf_step(core, shapes, jit_compile)
 
 
 def native_torch(family, weights, players, opts, batch, compiled=False):
     import torch
 
-    shapes = _shapes(family, batch)
+    shapes = noise_shapes(family, batch)
     params = [torch.tensor(np.asarray(w), device=DEVICE, requires_grad=True) for w in weights]
     optims = {p: torch.optim.Adam([params[i] for i in idx], lr=opts[p]["learning_rate"],
                                   betas=(opts[p]["beta_1"], opts[p]["beta_2"]), eps=1e-7)
@@ -770,7 +795,7 @@ def check(family, data, settings, steps=5, torch_compile=False):
     totals = []
     for s in range(steps):
         noise = []
-        for kind, shape, *rest in _shapes(family, family.batch_size):
+        for kind, shape, *rest in noise_shapes(family, family.batch_size):
             if kind == "normal":
                 noise.append(keras.random.normal(shape, seed=generator))
             else:
