@@ -25,7 +25,6 @@ torch_distributed.pin_device()
 
 # Private PyTorch names, fetched once (`zoo.core.compat`).
 _foreach_mul = private("torch.foreach_mul")
-_foreach_norm = private("torch.foreach_norm")
 _foreach_lerp_ = private("torch.foreach_lerp_")
 
 
@@ -66,12 +65,7 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
         if not guarded:
             optimizer.apply(grads, variables)
             return loss.detach()
-        present = [g for g in grads if g is not None]
-        # One fused norm per dtype group: NaN or Inf anywhere makes it so.
-        finite = (
-            torch.isfinite(torch.stack([n.float() for n in _foreach_norm(present)]).sum())
-            if present else torch.tensor(True)
-        )
+        finite = torch_step.all_finite(grads)
         nonfinite.note(model, finite)
         if bool(finite):  # (eager: a Python branch)
             optimizer.apply(grads, variables)

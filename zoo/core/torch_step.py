@@ -61,6 +61,7 @@ from zoo.core.compat import private
 SeedGenerator = private("keras.SeedGenerator")
 # Private PyTorch names, fetched once (a step calls them every time).
 _foreach_copy_ = private("torch.foreach_copy_")
+_foreach_norm = private("torch.foreach_norm")
 _OpOverload = private("torch.OpOverload")
 _TensorBase = private("torch.TensorBase")
 
@@ -218,6 +219,17 @@ def _keras_draws():
 # The traced versions of the core's gradient operations.
 
 
+def all_finite(grads):
+    """A boolean scalar tensor: every entry of every gradient is finite. One
+    fused norm per dtype group: NaN or Inf anywhere makes the sum so (as
+    does a norm past the float32 range, about 1e19 per entry). The eager
+    and the traced step decide alike."""
+    present = [g for g in grads if g is not None]
+    if not present:
+        return torch.tensor(True)
+    return torch.isfinite(torch.stack([n.float() for n in _foreach_norm(present)]).sum())
+
+
 def minimize(model, loss_fn, variables, optimizer, record=None):
     """`minimize` inside a trace: `autograd.grad` and the optimizer's
     `apply` on the scope's values (its in-place updates of those values are
@@ -242,16 +254,20 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
             for variable in variables:
                 variable.assign(variable.value.detach())
             return loss.detach()
-        finite = nonfinite.all_finite(grads)
+        finite = all_finite(grads)
         nonfinite.note(model, finite)
         # A non-finite update leaves weights and optimizer state as they
-        # were: the old values (copies: the optimizer updates in place)
-        # selected back in, inside the graph.
-        state = list(variables) + list(optimizer.variables) + kept
-        old = [v.value.detach().clone() for v in variables + list(optimizer.variables)] + before
+        # were: a graph has no branch, so the update runs and the old
+        # values (copies taken first: the optimizer updates in place) are
+        # selected back in, in place (`out=`: no new tensors, and the
+        # variables' storage stays the graph's, `_in_place`).
+        state = list(variables) + list(optimizer.variables)
+        old = [v.value.detach().clone() for v in state] + before
         optimizer.apply(grads, variables)
-        for variable, before in zip(state, old):
-            variable.assign(torch.where(finite, variable.value.detach(), before))
+        for variable, value in zip(state + kept, old):
+            new = variable.value.detach()
+            torch.where(finite, new, value, out=new)
+            variable.assign(new)
     return loss.detach()
 
 
@@ -302,6 +318,31 @@ def _base(node):
         if len(viewed) != 1 or not hasattr(viewed[0], "op"):
             return None
         node = viewed[0]
+    return node
+
+
+def _written_argument(node):
+    """The tensor `node` returns where it is an operation that writes to one
+    of its arguments and returns that very argument (an in-place or `out=`
+    operation: `where(..., out=x)` is `x`), followed through chains of
+    them; else `node` itself. (The graph's outputs name the written tensor,
+    so `_in_place` sees a variable updated in place.)"""
+    while node.op == "call_function":
+        schema = getattr(node.target, "_schema", None)
+        if schema is None or len(schema.returns) != 1:
+            return node
+        alias = schema.returns[0].alias_info
+        if alias is None or not alias.is_write:
+            return node
+        written = [
+            node.args[k] if k < len(node.args) else node.kwargs.get(a.name)
+            for k, a in enumerate(schema.arguments)
+            if a.alias_info is not None and a.alias_info.is_write
+            and set(a.alias_info.before_set) == set(alias.before_set)
+        ]
+        if len(written) != 1 or not hasattr(written[0], "op"):
+            return node
+        node = written[0]
     return node
 
 
@@ -463,6 +504,8 @@ def lean_graph(graph, count, changed):
             node.replace_all_uses_with(node.args[0])
             graph.graph.erase_node(node)
     graph.graph.eliminate_dead_code()
+    output = next(node for node in graph.graph.nodes if node.op == "output")
+    output.args = (tuple(_written_argument(node) for node in output.args[0]),)
     _in_place(graph.graph, count, changed)
     for node in graph.graph.nodes:  # (after the schema-reading clean-ups)
         if node.target is torch.ops.zoo.keras_random.default:
