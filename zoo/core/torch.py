@@ -102,10 +102,13 @@ def _flatten(structure):
     return optree.tree_flatten(structure, none_is_leaf=True)
 
 
-# A product with at most this many rows (a decoding step's tokens) becomes
-# multiply-and-sum that Inductor fuses with its neighbours, on the CPU: an
-# external GEMM call costs more there than its arithmetic.
-_FUSED_MATMUL_ROWS = 16
+# A product with at most this many rows (batch-1 decoding: one token)
+# becomes multiply-and-sum that Inductor fuses with its neighbours, on the
+# CPU: an external GEMM call costs more there than its arithmetic. With
+# more rows the fused loop reads the weights once per row and loses to the
+# GEMM: GPT generation at batch 2 / 4 / 8 ran 73 / 77 / ~65 tokens/s fused
+# up to 16 rows and 93 / 148 / 240 with GEMMs (benchmarks/generation.py).
+_FUSED_MATMUL_ROWS = 1
 
 
 def _small_matmul(a, b):
