@@ -455,9 +455,10 @@ def test_the_lean_graph_calls_equivalent_bindings_for_unbound_operations():
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the traced graph is PyTorch's")
 def test_the_traced_step_updates_weights_and_moments_in_place(monkeypatch):
-    # The non-finite guard selects the old values back with `where(...,
-    # out=)`: the graph still updates every weight and optimizer slot in
-    # its own storage, with nothing copied back after the step.
+    # The graph updates every weight and optimizer slot in its own
+    # storage, with nothing copied back after the step.
+    import torch
+
     import zoo.core
 
     monkeypatch.setattr(zoo.core, "TRACE_FIT", 1)  # "auto": the traced step
@@ -473,6 +474,14 @@ def test_the_traced_step_updates_weights_and_moments_in_place(monkeypatch):
     ]
     assert len(updated) >= 20
     assert not [v.path for v in updated if id(v) in copied]
+    # Each update runs behind a Python branch on its gradients being
+    # finite: no copies of the old state, no selects left.
+    from zoo.core.torch_step import _run_if
+
+    graph = entry[0].__self__.graph
+    assert sum(node.target is _run_if for node in graph.nodes) == 2  # (two players)
+    assert not [node for node in graph.nodes
+                if node.target is torch.where and "out" in node.kwargs]
 
 
 @pytest.mark.slow

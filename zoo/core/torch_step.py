@@ -36,8 +36,9 @@ The traced graph can also run as it is, operation by operation, without
 TorchInductor (`CompiledStep(inductor=False)`): a trace costs about a
 second, against 20-50 s of compilation, and still skips Keras's layer
 calls, autograd and the optimizers' Python; it updates the variables in
-place where it can and calls each operation through PyTorch's Python
-bindings (`lean_graph`). `jit_compile="auto"` runs a `fit` of
+place where it can, runs an optimizer's update only where its gradients
+are finite (a Python branch, where a compiled graph selects) and calls
+each operation through PyTorch's Python bindings (`lean_graph`). `jit_compile="auto"` runs a `fit` of
 `zoo.core.TRACE_FIT` steps or more this way (`AutoStep`), and
 `zoo.core.compile_step(..., jit_compile="traced")` the steps of sampling
 and generation loops.
@@ -260,7 +261,8 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
         # were: a graph has no branch, so the update runs and the old
         # values (copies taken first: the optimizer updates in place) are
         # selected back in, in place (`out=`: no new tensors, and the
-        # variables' storage stays the graph's, `_in_place`).
+        # variables' storage stays the graph's, `_in_place`). Run operation
+        # by operation, `_branch` turns this into a Python branch.
         state = list(variables) + list(optimizer.variables)
         old = [v.value.detach().clone() for v in state] + before
         optimizer.apply(grads, variables)
@@ -493,7 +495,8 @@ def lean_graph(graph, count, changed):
     nothing writes to; updating the variables in place where it can
     (`_in_place`); each operation called through its Python binding
     (`_binding`) where it has one, or through that of an equivalent one
-    (`_rebound`). The graph's inputs are the values of the
+    (`_rebound`); each guarded optimizer update behind a Python branch on
+    its gradients being finite (`_branch`). The graph's inputs are the values of the
     `count` variables, then the batch; its outputs start with the new
     values of the variables at indices `changed`."""
     data = [node for node in graph.graph.nodes if node.op == "placeholder"][count:]
@@ -507,6 +510,7 @@ def lean_graph(graph, count, changed):
     output = next(node for node in graph.graph.nodes if node.op == "output")
     output.args = (tuple(_written_argument(node) for node in output.args[0]),)
     _in_place(graph.graph, count, changed)
+    guards = _guards(graph.graph)
     for node in graph.graph.nodes:  # (after the schema-reading clean-ups)
         if node.target is torch.ops.zoo.keras_random.default:
             node.target = _keras_random  # (the draw itself, not through the dispatcher)
@@ -516,8 +520,106 @@ def lean_graph(graph, count, changed):
         binding = _binding(node)
         if binding is not None:
             node.op, node.target = binding
+    for finite, selects in guards:
+        _branch(graph, finite, selects)
     graph.recompile()
     return graph
+
+
+# ---------------------------------------------------------------------------
+# The non-finite guard as a Python branch in the graph run operation by
+# operation: `minimize` traces copies of the old state, the optimizer's
+# update, then `where(finite, new, old, out=new)` per variable (a graph has
+# no branch). Run operation by operation, the graph can branch: the update
+# runs only when `finite` holds, with no copies and no selects.
+
+
+def _guards(graph):
+    """The non-finite guards of `minimize` in `graph`: `(finite, selects)`
+    per update, `selects` its `where(finite, new, old, out=new)` nodes in
+    graph order."""
+    groups = {}
+    for node in graph.nodes:
+        if node.target is torch.ops.aten.where.self_out and "out" in node.kwargs:
+            groups.setdefault(node.args[0], []).append(node)
+    return list(groups.items())
+
+
+def _run_if(finite, update, inputs, selected, outputs, skipped):
+    """What the selects of one guard give: where `finite` holds, `update`
+    run on `inputs` and, per select, its `new` tensor (`selected[k]`) or,
+    where `update` returns it, `update`'s output `outputs[k]`; else, per
+    select, `skipped[k] = (restore, old)`: `old` itself, or with `restore`
+    (state changed before the update, such as BatchNorm statistics) `new`
+    with `old` written back into it."""
+    if bool(finite):
+        results = update(*inputs)
+        return [new if k is None else results[k] for new, k in zip(selected, outputs)]
+    values = []
+    for new, (restore, old) in zip(selected, skipped):
+        values.append(new.copy_(old) if restore else old)
+    return values
+
+
+def _branch(module, finite, selects):
+    """Replaces one guard's copies, update and selects by a `_run_if` call:
+    the update is the nodes between the last copy and the first select,
+    and must have no use outside it but as a select's `new` (or as the
+    graph's output of that `new`); else the guard stays as it is."""
+    graph = module.graph
+    order = {node: k for k, node in enumerate(graph.nodes)}
+    late = [w.args[2] for w in selects if order[w.args[2]] > order[finite]]  # (the copies)
+    if (not late or any(c.target is not torch.clone or len(c.users) != 1 for c in late)
+            or any(order[w] != order[selects[0]] + k for k, w in enumerate(selects))):
+        return
+    region = [n for n in graph.nodes if order[late[-1]] < order[n] < order[selects[0]]]
+    inside = set(region)
+    written = {w.kwargs["out"] for w in selects}
+    escaping = {}
+    for node in region:
+        outside = [user for user in node.users if user not in inside]
+        if outside and node not in written:
+            return
+        if any(user not in selects and user.op != "output" for user in outside):
+            return
+        if outside:
+            escaping[node] = len(escaping)
+    selected, outputs, skipped = [], [], []
+    for w in selects:
+        new, old = w.kwargs["out"], w.args[2]
+        source = old.args[0] if old in late else old  # (the value before the update)
+        outputs.append(escaping.get(new))
+        selected.append(None if new in escaping else new)
+        if new in escaping or source is new:  # replaced, or updated in place
+            skipped.append((False, source))
+        elif old in late:
+            return
+        else:  # changed before the update (BatchNorm statistics)
+            skipped.append((True, old))
+    inputs = []
+    for node in region:
+        inputs += [a for a in node.all_input_nodes if a not in inside and a not in inputs]
+    # The update as its own graph: `inputs` in, the escaping values out.
+    sub = torch.fx.Graph()
+    env = {a: sub.placeholder(f"input_{k}") for k, a in enumerate(inputs)}
+    for node in region:
+        env[node] = sub.node_copy(node, lambda n: env[n])
+    sub.output(tuple(env[n] for n in escaping))
+    name = f"_guarded_update_{sum(n.target is _run_if for n in graph.nodes)}"
+    module.add_submodule(name, torch.fx.GraphModule(module, sub))
+    with graph.inserting_before(selects[0]):
+        call = graph.call_function(_run_if, (
+            finite, graph.get_attr(name), tuple(inputs), selected, outputs, skipped))
+        values = [graph.call_function(operator.getitem, (call, k)) for k in range(len(selects))]
+    for w, value in zip(selects, values):
+        w.replace_all_uses_with(value)
+        new = w.kwargs["out"]
+        if new in escaping:  # (the graph's output names the written tensor)
+            for user in list(new.users):
+                if user not in inside and user not in selects:
+                    user.replace_input_with(new, value)
+    for node in selects + region[::-1] + late:
+        graph.erase_node(node)
 
 
 def _copied_back(graph, count, changed):
