@@ -429,7 +429,7 @@ def test_the_lean_graph_calls_equivalent_bindings_for_unbound_operations():
     import torch
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from zoo.core.torch_step import lean_graph
+    from zoo.core.torch_graph import lean_graph
 
     aten = torch.ops.aten
 
@@ -476,7 +476,7 @@ def test_the_traced_step_updates_weights_and_moments_in_place(monkeypatch):
     assert not [v.path for v in updated if id(v) in copied]
     # Each update runs behind a Python branch on its gradients being
     # finite: no copies of the old state, no selects left.
-    from zoo.core.torch_step import _run_if
+    from zoo.core.torch_graph import _run_if
 
     graph = entry[0].__self__.graph
     assert sum(node.target is _run_if for node in graph.nodes) == 2  # (two players)

@@ -11,7 +11,7 @@ import optree
 import torch
 from keras import StatelessScope
 
-from zoo.core import nonfinite, torch_distributed, torch_step
+from zoo.core import nonfinite, torch_distributed, torch_graph, torch_step
 from zoo.core.compat import private
 from zoo.core.torch_step import (  # noqa: F401
     evaluate_arguments,
@@ -124,7 +124,7 @@ def compile_step(model, fn, jit_compile=None, stride=1):
     static, `i` a tensor). `jit_compile=True` compiles the graph with
     TorchInductor and its C++ wrapper (no Python per step, no guards);
     `"traced"` runs it operation by operation through PyTorch's Python
-    bindings (`torch_step.lean_graph`: a trace costs about a second, a
+    bindings (`torch_graph.lean_graph`: a trace costs about a second, a
     compilation 10-40 s); anything else returns `fn`, which runs eagerly.
 
     When `fn` returns a state of the structure it took (a loop's carry), a
@@ -181,7 +181,7 @@ def compile_step(model, fn, jit_compile=None, stride=1):
                 f"them with tensors). {error}"
             ) from error
         if not inductor:
-            compiled["fn"] = torch_step.lean_graph(graph, count, []).forward
+            compiled["fn"] = torch_graph.lean_graph(graph, count, []).forward
             return
         compiled["fn"] = private("torch.inductor_compile")(
             graph, args,
