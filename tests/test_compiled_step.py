@@ -454,6 +454,31 @@ def test_the_lean_graph_calls_equivalent_bindings_for_unbound_operations():
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the traced graph is PyTorch's")
+def test_the_lean_graph_writes_into_temporaries_nothing_else_reads():
+    import torch
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from zoo.core.torch_graph import lean_graph
+
+    def fn(x, ys):
+        once = torch.sqrt(x * 2.0) + 1.0  # both temporaries: written into
+        twice = x * 3.0
+        kept = twice + 1.0, twice  # read twice: a new tensor
+        wide = x[:1] * 1.0 + x  # broadcast: the result is larger
+        moments = torch._foreach_add(torch._foreach_sqrt(ys), 1e-7)
+        return once, kept, wide, moments, torch._foreach_div(torch._foreach_mul(ys, 2.0), ys)
+
+    x, ys = torch.rand(4, 3), [torch.rand(5), torch.rand(2, 2)]
+    graph = lean_graph(make_fx(fn, tracing_mode="fake")(x, ys), 0, [])
+    names = [getattr(node.target, "__name__", node.target) for node in graph.graph.nodes]
+    assert names.count("sqrt_") == 1 and names.count("add_") == 1
+    assert names.count("mul") == 3 and names.count("add") == 2  # (`kept`, `wide`)
+    assert names.count("_foreach_add_") == 1 and names.count("_foreach_div_") == 1
+    torch.testing.assert_close(graph(x.clone(), [y.clone() for y in ys]), fn(x, ys),
+                               rtol=0, atol=0)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the traced graph is PyTorch's")
 def test_the_traced_step_updates_weights_and_moments_in_place(monkeypatch):
     # The graph updates every weight and optimizer slot in its own
     # storage, with nothing copied back after the step.

@@ -243,8 +243,10 @@ def lean_graph(graph, count, changed):
     nothing writes to; updating the variables in place where it can
     (`_in_place`); each operation called through its Python binding
     (`_binding`) where it has one, or through that of an equivalent one
-    (`_rebound`); each guarded optimizer update behind a Python branch on
-    its gradients being finite (`_branch`). The graph's inputs are the values of the
+    (`_rebound`); elementwise operations on a temporary nothing else reads
+    written into it (`_reuse_temporaries`); each guarded optimizer update
+    behind a Python branch on its gradients being finite (`_branch`). The
+    graph's inputs are the values of the
     `count` variables, then the batch; its outputs start with the new
     values of the variables at indices `changed`."""
     from zoo.core import torch_step  # (which imports this module)
@@ -260,6 +262,7 @@ def lean_graph(graph, count, changed):
     output = next(node for node in graph.graph.nodes if node.op == "output")
     output.args = (tuple(_written_argument(node) for node in output.args[0]),)
     _in_place(graph.graph, count, changed)
+    _reuse_temporaries(graph.graph)
     guards = _guards(graph.graph)
     for node in graph.graph.nodes:  # (after the schema-reading clean-ups)
         if node.target is torch.ops.zoo.keras_random.default:
@@ -274,6 +277,79 @@ def lean_graph(graph, count, changed):
         _branch(graph, finite, selects)
     graph.recompile()
     return graph
+
+
+# Elementwise operations whose in-place form computes the same values:
+# where the first operand is a temporary that nothing else reads, with the
+# result's shape, dtype and strides, the result is written into it (one new
+# tensor fewer; Keras's PyTorch optimizers make several per update).
+_ELEMENTWISE = {
+    "add", "sub", "mul", "div", "sqrt", "rsqrt", "neg", "exp", "reciprocal", "pow",
+    "_foreach_add", "_foreach_sub", "_foreach_mul", "_foreach_div", "_foreach_sqrt",
+}
+
+
+def _temporary(node):
+    """Whether `node` is a tensor (or a list of them) that an operation
+    made new, not a view, an input or a returned value, and that only its
+    one user reads (through operations that wrote into it, if any)."""
+    while len(node.users) == 1 and node.op == "call_function" and isinstance(
+            node.target, _OpOverload):
+        returns = node.target._schema.returns
+        if all(r.alias_info is None for r in returns):
+            return True
+        if _written_argument(node) is node:
+            return False
+        node = _written_argument(node)
+    return False
+
+
+def _same_layout(a, b):
+    a, b = a.meta.get("val"), b.meta.get("val")
+    return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+            and a.shape == b.shape and a.dtype == b.dtype and a.stride() == b.stride())
+
+
+def _reuse_temporaries(graph):
+    for node in list(graph.nodes):
+        target = node.target
+        if (node.op != "call_function" or not isinstance(target, _OpOverload)
+                or target.namespace != "aten" or target._opname not in _ELEMENTWISE
+                or not node.args):
+            continue
+        in_place = getattr(getattr(torch.ops.aten, target._opname + "_", None),
+                           target._overloadname, None)
+        if in_place is None:
+            continue
+        first = node.args[0]
+        if target._opname.startswith("_foreach"):
+            results = [u for u in node.users if u.target is operator.getitem]
+            if (not isinstance(first, (list, tuple)) or len(results) != len(node.users)
+                    or len(results) != len(first)):
+                continue
+            by_index = {u.args[1]: u for u in results}
+            if not all(
+                isinstance(t, torch.fx.Node) and t.target is operator.getitem
+                and len(t.users) == 1 and len(t.args[0].users) == len(first)
+                and isinstance(t.args[0].target, _OpOverload)
+                and all(r.alias_info is None for r in t.args[0].target._schema.returns)
+                and k in by_index and _same_layout(t, by_index[k])
+                for k, t in enumerate(first)
+            ):
+                continue
+            if any(first.count(t) > 1 for t in first) or any(
+                    t in a for t in first for a in node.args[1:] if isinstance(a, (list, tuple))):
+                continue
+            node.target = in_place
+            for k, t in enumerate(first):
+                by_index[k].replace_all_uses_with(t)
+                graph.erase_node(by_index[k])
+            continue
+        if (not isinstance(first, torch.fx.Node) or not _temporary(first)
+                or not _same_layout(first, node)
+                or first in node.args[1:] or first in node.kwargs.values()):
+            continue
+        node.target = in_place  # (which returns the tensor it wrote)
 
 
 # ---------------------------------------------------------------------------
