@@ -71,28 +71,32 @@ def _base(node):
     return node
 
 
+def _written_by(node):
+    """The argument that `node`, an in-place or `out=` operation, writes and
+    returns as its result (`where(..., out=x)`: `x`); else None."""
+    schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
+    if schema is None or len(schema.returns) != 1:
+        return None
+    alias = schema.returns[0].alias_info
+    if alias is None or not alias.is_write:
+        return None
+    written = [
+        node.args[k] if k < len(node.args) else node.kwargs.get(a.name)
+        for k, a in enumerate(schema.arguments)
+        if a.alias_info is not None and a.alias_info.is_write
+        and set(a.alias_info.before_set) == set(alias.before_set)
+    ]
+    if len(written) != 1 or not hasattr(written[0], "op"):
+        return None
+    return written[0]
+
+
 def _written_argument(node):
-    """The tensor `node` returns where it is an operation that writes to one
-    of its arguments and returns that very argument (an in-place or `out=`
-    operation: `where(..., out=x)` is `x`), followed through chains of
-    them; else `node` itself. (The graph's outputs name the written tensor,
-    so `_in_place` sees a variable updated in place.)"""
-    while node.op == "call_function":
-        schema = getattr(node.target, "_schema", None)
-        if schema is None or len(schema.returns) != 1:
-            return node
-        alias = schema.returns[0].alias_info
-        if alias is None or not alias.is_write:
-            return node
-        written = [
-            node.args[k] if k < len(node.args) else node.kwargs.get(a.name)
-            for k, a in enumerate(schema.arguments)
-            if a.alias_info is not None and a.alias_info.is_write
-            and set(a.alias_info.before_set) == set(alias.before_set)
-        ]
-        if len(written) != 1 or not hasattr(written[0], "op"):
-            return node
-        node = written[0]
+    """The tensor `node` is, followed back through the in-place and `out=`
+    operations that wrote it (`_written_by`). (The graph's outputs name the
+    written tensor, so `_in_place` sees a variable updated in place.)"""
+    while (written := _written_by(node)) is not None:
+        node = written
     return node
 
 
@@ -298,9 +302,9 @@ def _temporary(node):
         returns = node.target._schema.returns
         if all(r.alias_info is None for r in returns):
             return True
-        if _written_argument(node) is node:
+        node = _written_by(node)  # (one write back: each link has one reader)
+        if node is None:
             return False
-        node = _written_argument(node)
     return False
 
 
