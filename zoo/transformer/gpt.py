@@ -453,8 +453,16 @@ class GPT(GenerativeModel):
 
     def _loss_terms(self, inputs, targets, sample_weight, training):
         logits, aux_loss, _ = self._forward(inputs, training=training)
-        token_losses = ops.sparse_categorical_crossentropy(
-            targets, logits, from_logits=True
+        # Over (tokens, vocabulary): PyTorch's cross-entropy wants the
+        # classes on axis 1, and moving them there from the last axis of a
+        # (batch, length, vocabulary) tensor makes its log-softmax strided.
+        token_losses = ops.reshape(
+            ops.sparse_categorical_crossentropy(
+                ops.reshape(targets, (-1,)),
+                ops.reshape(logits, (-1, ops.shape(logits)[-1])),
+                from_logits=True,
+            ),
+            ops.shape(targets),
         )
         if sample_weight is None:
             cross_entropy = ops.mean(token_losses)
