@@ -2,105 +2,21 @@
 
 import contextlib
 import functools
-import inspect
-import warnings
 
 import keras
 import numpy as np
 from keras import ops
 
-from zoo.core import backend_module, distributed, nonfinite, validators
-from zoo.core.multi_optimizer import MultiOptimizer
-
-
-_FIT_SIGNATURE = inspect.signature(keras.Model.fit)
-_EVALUATE_SIGNATURE = inspect.signature(keras.Model.evaluate)
-
-
-def _arguments(signature, model, args, kwargs, hook):
-    """`fit`'s or `evaluate`'s arguments by name (those given), checked
-    (Keras drops sample weights given with arrays and no `y`), then adjusted
-    by the backend module's `hook` where it has one: PyTorch's "auto" step
-    needs the number of steps `fit` plans (a callback records it), and on a
-    CPU its batch-end callbacks run in the step's thread; TensorFlow feeds
-    in-memory arrays as pipelines without per-epoch or per-evaluation
-    setup."""
-    arguments = signature.bind(model, *args, **kwargs).arguments
-    arguments.pop("self")
-    arguments.update(arguments.pop("kwargs", {}))
-    if (
-        arguments.get("sample_weight") is not None
-        and arguments.get("y") is None
-        # (Keras rejects `sample_weight` itself for datasets and generators.)
-        and all(hasattr(leaf, "shape") for leaf in keras.tree.flatten(arguments.get("x")))
-    ):
-        raise ValueError(
-            "`sample_weight` needs `y`: Keras drops the sample weights of "
-            "data given without `y`. Pass the `y` the model takes (GPT's "
-            "next tokens, a conditional model's labels; a model that takes "
-            "none ignores it, so any array with one row per example does)."
-        )
-    # Eager checks of the data and labels (shape, dtype, documented range,
-    # classes) before any step: a compiled step cannot raise on values.
-    checks = model._inspect_inputs(arguments)
-    sources = [
-        key for key in ("x", "validation_data")
-        if checks is not None and validators.is_batch_source(arguments.get(key))
-    ]
-    if checks is not None and hasattr(model, "jax_state_sync"):
-        arguments = _with_callback(arguments, _KeepJaxState(training=hook == "fit_arguments"))
-    adjust = getattr(backend_module(), hook, None)
-    arguments = arguments if adjust is None else adjust(model, arguments)
-    # Then every batch of a dataset, `PyDataset` or `DataLoader` as it is
-    # read, wrapped after the backend's own rewrapping (this process's
-    # shard under `torchrun`).
-    for key in sources:
-        arguments[key] = checks.wrap(arguments[key], name=key)
-    return arguments, checks
-
-
-def _with_callback(arguments, callback):
-    callbacks = arguments.get("callbacks")
-    if isinstance(callbacks, keras.callbacks.CallbackList):
-        return arguments
-    return {**arguments, "callbacks": [*(callbacks or []), callback]}
-
-
-class _KeepJaxState(keras.callbacks.Callback):
-    """Keras's JAX trainer empties the model's variables while their values
-    are threaded through the steps, and refills them from the state of the
-    last step (`_jax_state`): `fit` at its end, even after an error,
-    `evaluate` only when it completes. A batch refused as the first step of
-    an epoch reads it (a data source checked batch by batch, shuffled) came
-    before any step state, and left the model without weights; so the
-    values the variables hold at the start of each epoch and evaluation
-    stand as that state until the first step replaces it (references, no
-    copies: no step has run on them)."""
-
-    def _record(self, optimizer):
-        model = self.model
-        if not getattr(model, "_jax_state_synced", False):
-            return
-        state = {
-            "trainable_variables": [v.value for v in model.trainable_variables],
-            "non_trainable_variables": [v.value for v in model.non_trainable_variables],
-            "metrics_variables": [v.value for v in model.metrics_variables],
-        }
-        if optimizer and model.optimizer is not None:
-            state["optimizer_variables"] = [v.value for v in model.optimizer.variables]
-        model._jax_state = state
-
-    def __init__(self, training):
-        super().__init__()
-        self.training = training
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.training:
-            self._record(optimizer=True)
-
-    def on_test_begin(self, logs=None):
-        if not self.training:  # (`fit`'s validation: Keras's own state)
-            self._record(optimizer=False)
+from zoo.core import (
+    backend_module,
+    distributed,
+    fit_inputs,
+    gradient_norms,
+    nonfinite,
+    saved_state,
+    validators,
+)
+from zoo.core.multi_optimizer import MultiOptimizer, resolve_optimizer
 
 
 class GenerativeModel(keras.Model):
@@ -241,9 +157,9 @@ class GenerativeModel(keras.Model):
             )
         optimizer = self.player_optimizer(player)
         record = None
-        if getattr(self, "_gradient_norms_on", False):
+        if gradient_norms.enabled(self):
             def record(grads):
-                self._record_gradient_norms(player, variables, grads, optimizer)
+                gradient_norms.record(self, player, variables, grads, optimizer)
         loss = backend_module().minimize(
             self, loss_fn, variables, optimizer, record=record
         )
@@ -323,74 +239,7 @@ class GenerativeModel(keras.Model):
         function once; off (the default) nothing is computed. Returns the
         previous setting.
         """
-        enabled = bool(enabled)
-        previous = getattr(self, "_gradient_norms_on", False)
-        if enabled != previous:
-            object.__setattr__(self, "_gradient_norms_on", enabled)
-            # A traced step has the setting baked in: keep one step function
-            # per setting (compiling costs seconds), rebuilt after compile().
-            functions = self.__dict__.setdefault("_train_function_by_norms", {})
-
-            # A new callable for compilers that cache traces by function
-            # (`jax.jit` of the same bound method would reuse the old trace).
-            def train_step(*args):
-                return type(self).train_step(self, *args)
-
-            object.__setattr__(self, "train_step", train_step)
-            if getattr(self, "train_function", None) is not None:
-                functions[previous] = self.train_function
-                self.train_function = functions.get(enabled)
-                if self.train_function is None:
-                    self.make_train_function(force=True)
-        return previous
-
-    def _gradient_layer_names(self, player, variables):
-        cache = getattr(self, "_gradient_layer_names_cache", None)
-        if cache is None:
-            cache = {}
-            object.__setattr__(self, "_gradient_layer_names_cache", cache)
-        if player in cache and len(cache[player]) == len(variables):
-            return cache[player]
-        owner = {}
-
-        def walk(layer, prefix):
-            for child in layer._flatten_layers(include_self=False, recursive=False):
-                walk(child, f"{prefix}{child.name}/")
-            for v in layer.trainable_variables:
-                owner.setdefault(id(v), prefix.rstrip("/") or layer.name)
-
-        parts = self.players()[player]
-        parts = list(parts) if isinstance(parts, (list, tuple)) else [parts]
-        for part in parts:
-            walk(part, "" if len(parts) == 1 else f"{part.name}/")
-        names = [owner.get(id(v), v.path.rsplit("/", 1)[0]) for v in variables]
-        cache[player] = names
-        return names
-
-    def _record_gradient_norms(self, player, variables, grads, optimizer):
-        names = self._gradient_layer_names(player, variables)
-        zero = ops.zeros((), "float32")
-        squares = {name: zero for name in names}
-        for name, grad in zip(names, grads):
-            if grad is not None:  # None: a variable the loss does not reach
-                squares[name] = squares[name] + ops.sum(
-                    ops.square(ops.cast(grad, "float32"))
-                )
-        scale = getattr(optimizer, "dynamic_scale", None)
-        scale = 1.0 if scale is None else ops.cast(scale, "float32")
-        norms = {f"grad_norm/{player}": ops.sqrt(sum(squares.values(), zero)) / scale}
-        for name, square in squares.items():
-            norms[f"grad_norm/{player}/{name}"] = ops.sqrt(square) / scale
-        if getattr(self, "_step_gradient_norms", None) is None:
-            object.__setattr__(self, "_step_gradient_norms", {})
-        self._step_gradient_norms.setdefault(player, []).append(norms)
-
-    def _gradient_norm_logs(self):
-        logs = {}
-        for updates in self._step_gradient_norms.values():
-            for key in updates[0]:
-                logs[key] = sum(u[key] for u in updates) / len(updates)
-        return logs
+        return gradient_norms.switch(self, enabled)
 
     def trainable_values(self, copy=False):
         """Current values of `trainable_variables`, also in the middle of `fit`.
@@ -427,21 +276,11 @@ class GenerativeModel(keras.Model):
         checkpoint (the EMA's average); `fn=None` unregisters. After
         `load_weights`/`load_model`, `loaded_state(name)` returns it.
         """
-        if not str(name).isidentifier():
-            raise ValueError(f"`name` must be an identifier; received {name!r}.")
-        providers = getattr(self, "_saved_state_providers", None)
-        if providers is None:
-            providers = {}
-            object.__setattr__(self, "_saved_state_providers", providers)
-        if fn is None:
-            providers.pop(name, None)
-        else:
-            providers[name] = fn
+        saved_state.register(self, name, fn)
 
     def loaded_state(self, name, pop=True):
         """The state `name` the last weights load found (a dict), or None."""
-        loaded = getattr(self, "_loaded_extra_state", {})
-        return loaded.pop(name, None) if pop else loaded.get(name)
+        return saved_state.loaded(self, name, pop)
 
     def player_optimizer(self, player):
         """The optimizer that updates `player`."""
@@ -487,7 +326,9 @@ class GenerativeModel(keras.Model):
         self._assert_networks_built()
         player_variables = self._player_variables()
         players = list(player_variables)
-        optimizer = self._resolve_optimizer(optimizer, players)
+        if optimizer is None:
+            optimizer = {p: self.default_optimizer(p) for p in players}
+        optimizer = resolve_optimizer(optimizer, players, type(self).__name__)
         scale = auto_scale_loss and self.dtype_policy.name == "mixed_float16"
         if isinstance(optimizer, MultiOptimizer):
             if scale:
@@ -523,37 +364,6 @@ class GenerativeModel(keras.Model):
             "jit_compile": jit_compile,
             "auto_scale_loss": auto_scale_loss,
         }
-
-    def _resolve_optimizer(self, optimizer, players):
-        if optimizer is None:
-            optimizer = {p: self.default_optimizer(p) for p in players}
-        if isinstance(optimizer, MultiOptimizer):
-            optimizer = dict(optimizer.items())
-        if isinstance(optimizer, dict):
-            unknown = [p for p in optimizer if p not in players]
-            if unknown:
-                raise ValueError(
-                    f"Unknown player(s) {unknown} in `optimizer`; "
-                    f"{type(self).__name__} has players {players}."
-                )
-            missing = [p for p in players if p not in optimizer]
-            if missing:
-                raise ValueError(
-                    f"Missing optimizer for player(s) {missing}: `optimizer` "
-                    f"must name every player of {type(self).__name__}: "
-                    f"{players}."
-                )
-            if len(players) == 1:
-                return keras.optimizers.get(optimizer[players[0]])
-            return MultiOptimizer({p: optimizer[p] for p in players})
-        if len(players) > 1:
-            raise ValueError(
-                f"{type(self).__name__} has players {players}, each with its "
-                "own optimizer: pass `optimizer` as a dict "
-                f"{{{', '.join(repr(p) + ': ...' for p in players)}}} or "
-                f"leave it out for the defaults. Received: {optimizer!r}"
-            )
-        return keras.optimizers.get(optimizer)
 
     def get_compile_config(self):
         if not self.compiled:
@@ -598,15 +408,13 @@ class GenerativeModel(keras.Model):
 
     @functools.wraps(keras.Model.fit)  # its signature and docstring
     def fit(self, *args, **kwargs):
-        arguments, checks = _arguments(_FIT_SIGNATURE, self, args, kwargs, "fit_arguments")
+        arguments, checks = fit_inputs.prepare("fit", self, args, kwargs)
         with self._refusals(checks):
             return super().fit(**arguments)
 
     @functools.wraps(keras.Model.evaluate)
     def evaluate(self, *args, **kwargs):
-        arguments, checks = _arguments(
-            _EVALUATE_SIGNATURE, self, args, kwargs, "evaluate_arguments"
-        )
+        arguments, checks = fit_inputs.prepare("evaluate", self, args, kwargs)
         with self._refusals(checks):
             return super().evaluate(**arguments)
 
@@ -615,7 +423,7 @@ class GenerativeModel(keras.Model):
         """Around `fit` and `evaluate`: a batch refused by the checks comes out
         as its `ValueError` (`BatchChecks.reraise`), and on JAX the model
         keeps its weights after any error (Keras's `evaluate` leaves them
-        emptied; see `_KeepJaxState`)."""
+        emptied; see `fit_inputs._KeepJaxState`)."""
         try:
             with checks.reraise() if checks is not None else contextlib.nullcontext():
                 yield
@@ -653,7 +461,7 @@ class GenerativeModel(keras.Model):
         """The backend-agnostic body of a train or test step."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self.validate_data(x)
-        object.__setattr__(self, "_step_gradient_norms", {})
+        gradient_norms.begin_step(self)
         nonfinite.begin_step(self)
         if training:
             logs = self.train_step_logic(x, y, sample_weight)
@@ -666,8 +474,8 @@ class GenerativeModel(keras.Model):
             results[name] = self._track(self._trackers[name], value, batch_size)
         if training and isinstance(self.optimizer, MultiOptimizer):
             self.optimizer.iterations.assign_add(1)
-        if training and self._step_gradient_norms:
-            results.update(self._gradient_norm_logs())
+        if training:
+            results.update(gradient_norms.step_logs(self))
         if training:  # updates skipped for non-finite gradients (zoo.core.nonfinite)
             results.update(nonfinite.step_logs(self))
         return results
@@ -699,87 +507,15 @@ class GenerativeModel(keras.Model):
         `zoo.core.validators.check_data_range`). Inside a step `x` is a
         tensor and only its shape and dtype are checked.
         """
-        if self.data_shape is None or not hasattr(x, "shape"):
-            return
-        expected = tuple(self.data_shape)
-        got = tuple(x.shape[1:])
-        if len(got) != len(expected) or any(
-            g is not None and g != e for g, e in zip(got, expected)
-        ):
-            raise ValueError(
-                f"{type(self).__name__} expects data of shape "
-                f"(batch, {', '.join(map(str, expected))}), received data of "
-                f"shape {tuple(x.shape)}."
-            )
-        dtype = keras.backend.standardize_dtype(x.dtype)
-        is_float = "float" in dtype
-        is_int = "int" in dtype
-        if (self.data_dtype == "float" and not is_float) or (
-            self.data_dtype == "int" and not is_int
-        ):
-            raise ValueError(
-                f"{type(self).__name__} expects {self.data_dtype} data, "
-                f"received dtype {dtype}."
-            )
-        if isinstance(x, np.ndarray):
-            validators.check_data_range(x, self.data_range, type(self).__name__)
+        validators.check_data(
+            x, self.data_shape, self.data_dtype, self.data_range, type(self).__name__
+        )
 
     def validate_labels(self, y):
         """Checks the `y` that `fit` and `evaluate` get, as NumPy (None when
         there is none), before training; a conditional model checks its
         class labels here (`zoo.core.validators.check_labels`). Accepts
         anything by default."""
-
-    def _resolve_monitor_modes(self, callbacks):
-        """Sets `mode` to "min" or "max" on `EarlyStopping`,
-        `ModelCheckpoint` and `ReduceLROnPlateau` callbacks left at
-        `mode="auto"` that monitor one of this model's logs (or its
-        `val_` form), from `log_direction`: Keras infers "auto" only for
-        "loss" and for metrics passed to `compile`."""
-        names = set(self.log_names()) | set(getattr(self, "_trackers", {}))
-        for callback in keras.tree.flatten(callbacks) if callbacks else ():
-            monitor = getattr(callback, "monitor", None)
-            if (
-                getattr(callback, "mode", None) != "auto"
-                or not isinstance(monitor, str)
-                or getattr(callback, "monitor_op", None) is not None
-            ):
-                continue
-            name = monitor.removeprefix("val_")
-            if name in names:
-                callback.mode = "max" if self.log_direction(name) == "up" else "min"
-
-    def _inspect_inputs(self, arguments):
-        """Eager checks of `fit`'s or `evaluate`'s data and labels (see
-        `zoo.core.validators.inspect_inputs`); a generator is replaced by
-        one that checks every batch. Returns the `BatchChecks` that then
-        checks every batch of a dataset, `PyDataset` or `DataLoader`, or
-        None for `fit`'s own validation (checked by `fit`). Also resolves
-        the callbacks' `mode="auto"` (`_resolve_monitor_modes`)."""
-        self._resolve_monitor_modes(arguments.get("callbacks"))
-        if arguments.get("_use_cached_eval_dataset"):
-            # `fit`'s validation at the end of an epoch: Keras reads the
-            # data `fit` prepared, already checked (and wrapped) there.
-            return None
-
-        def check(x, y):
-            self.validate_data(x)
-            self.validate_labels(y)
-
-        check = validators.BatchChecks(check)
-        if "x" in arguments:
-            arguments["x"] = validators.inspect_inputs(
-                check, arguments["x"], arguments.get("y")
-            )
-        validation = arguments.get("validation_data")
-        if isinstance(validation, (tuple, list)) and validation:
-            vx, vy, _ = keras.utils.unpack_x_y_sample_weight(tuple(validation))
-            validators.inspect_inputs(check, vx, vy, name="validation_data")
-        elif validation is not None:
-            arguments["validation_data"] = validators.inspect_inputs(
-                check, validation, name="validation_data"
-            )
-        return check
 
     def _check_logs(self, logs, training):
         if not isinstance(logs, dict):
@@ -888,46 +624,18 @@ class GenerativeModel(keras.Model):
         return result
 
     def _seed_states(self):
-        states = []
-        for layer in self._flatten_layers(include_self=True):
-            states.extend(sg.state for sg in layer._seed_generators)
-        return states
+        return saved_state.seed_states(self)
 
     # Keras does not save `SeedGenerator` states; we do, so that a loaded
     # model resumes training with the same noise an uninterrupted run draws.
     def save_own_variables(self, store):
         super().save_own_variables(store)
-        for i, state in enumerate(self._seed_states()):
-            store[f"seed_{i}"] = state.numpy()
-        for name, fn in getattr(self, "_saved_state_providers", {}).items():
-            for key, value in fn().items():
-                store[f"extra.{name}.{key}"] = np.asarray(value)
+        saved_state.save(self, store)
 
     def load_own_variables(self, store):
-        seed_keys = [k for k in store.keys() if k.startswith("seed_")]
-        extra_keys = [k for k in store.keys() if k.startswith("extra.")]
-        loaded = {}
-        for key in extra_keys:
-            _, name, item = key.split(".", 2)
-            loaded.setdefault(name, {})[item] = np.asarray(store[key])
-        object.__setattr__(self, "_loaded_extra_state", loaded)
-        own = {
-            k: np.asarray(store[k])
-            for k in store.keys()
-            if k not in seed_keys and k not in extra_keys
-        }
+        own, seed_keys = saved_state.split(self, store)
         super().load_own_variables(own)
-        states = self._seed_states()
-        if len(seed_keys) != len(states):
-            warnings.warn(
-                f"{type(self).__name__}: the saved file has {len(seed_keys)} "
-                f"random-generator states, the model {len(states)}; the "
-                "generators keep their fresh states.",
-                stacklevel=2,
-            )
-            return
-        for i, state in enumerate(states):
-            state.assign(np.asarray(store[f"seed_{i}"]))
+        saved_state.restore_seeds(self, store, seed_keys)
 
     def get_config(self):
         config = super().get_config()

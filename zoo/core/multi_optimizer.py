@@ -155,3 +155,36 @@ class MultiOptimizer(keras.optimizers.Optimizer):
             for player, optimizer in config["optimizers"].items()
         }
         return cls(**config)
+
+
+def resolve_optimizer(optimizer, players, model_name):
+    """The optimizer `compile` gives a model with `players`: `optimizer`
+    (an optimizer or its name, or a dict or `MultiOptimizer` naming every
+    player) as one Keras optimizer for one player, else a `MultiOptimizer`.
+    `model_name` names the model in the errors."""
+    if isinstance(optimizer, MultiOptimizer):
+        optimizer = dict(optimizer.items())
+    if isinstance(optimizer, dict):
+        unknown = [p for p in optimizer if p not in players]
+        if unknown:
+            raise ValueError(
+                f"Unknown player(s) {unknown} in `optimizer`; "
+                f"{model_name} has players {players}."
+            )
+        missing = [p for p in players if p not in optimizer]
+        if missing:
+            raise ValueError(
+                f"Missing optimizer for player(s) {missing}: `optimizer` "
+                f"must name every player of {model_name}: {players}."
+            )
+        if len(players) == 1:
+            return keras.optimizers.get(optimizer[players[0]])
+        return MultiOptimizer({p: optimizer[p] for p in players})
+    if len(players) > 1:
+        raise ValueError(
+            f"{model_name} has players {players}, each with its "
+            "own optimizer: pass `optimizer` as a dict "
+            f"{{{', '.join(repr(p) + ': ...' for p in players)}}} or "
+            f"leave it out for the defaults. Received: {optimizer!r}"
+        )
+    return keras.optimizers.get(optimizer)

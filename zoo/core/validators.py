@@ -154,6 +154,27 @@ def check_data_range(x, data_range, owner, name="x"):
 # every batch of a data source as it is read.
 
 
+def check_data(x, shape, dtype, data_range, owner):
+    """`GenerativeModel.validate_data`: `x` must have examples of `shape`
+    (None: anything goes) and a `dtype` kind ("float" or "int"); NumPy
+    values are also checked against `data_range` (`check_data_range`).
+    `owner` names the model in the errors."""
+    if shape is None or not hasattr(x, "shape"):
+        return
+    expected = tuple(shape)
+    got = tuple(x.shape[1:])
+    if len(got) != len(expected) or any(g is not None and g != e for g, e in zip(got, expected)):
+        raise ValueError(
+            f"{owner} expects data of shape (batch, {', '.join(map(str, expected))}), "
+            f"received data of shape {tuple(x.shape)}."
+        )
+    received = keras.backend.standardize_dtype(x.dtype)
+    if dtype in ("float", "int") and dtype not in received:  # "int" in "uint8" too
+        raise ValueError(f"{owner} expects {dtype} data, received dtype {received}.")
+    if isinstance(x, np.ndarray):
+        check_data_range(x, data_range, owner)
+
+
 def _is_array(value):
     leaves = keras.tree.flatten(value) if value is not None else []
     return bool(leaves) and all(
