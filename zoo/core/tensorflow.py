@@ -401,7 +401,7 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
             for k, g in zip(present, summed):
                 dense[k] = g
         record(dense)
-    if not nonfinite.guarded(optimizer):
+    if not guarded:
         optimizer.apply(grads, variables)
         return loss
     finite = nonfinite.all_finite(grads)
