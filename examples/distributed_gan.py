@@ -100,8 +100,8 @@ def main():
     backend = keras.backend.backend()
 
     images, labels = digits("all")
-    # Whole batches only: on JAX and TensorFlow each batch splits evenly
-    # over the devices.
+    # Whole batches only, so every backend and device count runs the same
+    # steps (TensorFlow refuses a last batch smaller than its replicas).
     keep = len(images) // args.batch_size * args.batch_size
     images, labels = images[:keep], labels[:keep]
     with strategy_scope(backend, args.logical_cpus, args):

@@ -43,6 +43,35 @@ def test_a_moved_module_or_attribute_fails_loudly_naming_it(monkeypatch):
         compat.private("typo")
 
 
+def test_patched_replaces_a_private_function_where_callers_look_and_restores_it():
+    import keras.src.random.seed_generator as module
+
+    original = module.draw_seed
+    calls = []
+
+    def wrap(tag):
+        def wrapper(draw):
+            def draw_seed(seed):
+                calls.append(tag)
+                return draw(seed)
+            return draw_seed
+        return wrapper
+
+    with compat.patched("keras.draw_seed", wrap("outer")):
+        with compat.patched("keras.draw_seed", wrap("inner")):
+            module.draw_seed(1)
+        assert calls == ["inner", "outer"]
+        module.draw_seed(1)  # the outer block's replacement is back
+        assert calls == ["inner", "outer", "outer"]
+        with pytest.raises(RuntimeError):
+            with compat.patched("keras.draw_seed", wrap("failing")):
+                raise RuntimeError
+    assert module.draw_seed is original
+    with pytest.raises(KeyError, match="no entry 'typo'"):
+        with compat.patched("typo", wrap("x")):
+            pass
+
+
 @pytest.mark.skipif(BACKEND != "torch", reason="the traced step is PyTorch's")
 def test_a_moved_torch_name_makes_the_traced_step_say_so_and_run_eagerly(monkeypatch):
     # The step falls back to eager (training goes on) with a warning that
@@ -76,7 +105,7 @@ def test_the_core_reaches_private_names_only_through_compat():
         code = re.sub(r"`[^`\n]*`", "", code)  # names quoted in docstrings
         direct += [f"{file.name}: {m}" for m in re.findall(
             r"\bkeras\.src\b[\w.]*|(?<![\w.])torch\._[A-Za-z]\w*|\b__internal__\b", code)]
-        unknown += [f"{file.name}: {key}" for key in re.findall(r"private\(\"([^\"]+)\"\)", code)
+        unknown += [f"{file.name}: {key}" for key in re.findall(r"(?:private|patched)\(\"([^\"]+)\"", code)
                     if key not in compat.NAMES]
     assert not direct, f"private names used directly, not through zoo.core.compat: {direct}"
     assert not unknown, f"keys missing from zoo.core.compat.NAMES: {unknown}"

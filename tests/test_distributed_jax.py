@@ -4,8 +4,9 @@ already done): `DataParallel` for each family, matching one device (weights
 and logs); a `ModelParallel` with a `LayoutMap` sharding the GPT's and the
 DDPM denoiser's weights over a model axis, matching one device too; a
 non-finite batch skipped under `DataParallel`; a batch size the devices do
-not divide refused; a preset saved under `DataParallel` loading on one
-device. Then 2 processes on 127.0.0.1 (`jax.distributed` through
+not divide refused; a last batch they do not divide laid out whole on each
+device, matching one device too; a preset saved under `DataParallel`
+loading on one device. Then 2 processes on 127.0.0.1 (`jax.distributed` through
 `keras.distribution.initialize`, gloo CPU collectives) training one model.
 """
 
@@ -49,6 +50,13 @@ LAYOUTS = {
 }
 
 
+# Runs whose last batch the devices do not divide: (distribution, family,
+# rows, as a dataset). 37 rows in batches of 16 end with 5 (on 4 devices,
+# and on the 2 of the 2 x 2 mesh's batch axis); 33 end with 1.
+UNEVEN = [("dp", "gan", 37, False), ("dp", "vae", 33, True), ("dp", "ddpm", 37, True),
+          ("dp", "gpt", 33, False), ("mp", "gpt", 37, False)]
+
+
 def devices_run(out):
     import jax
     from keras import distribution as kd
@@ -75,6 +83,15 @@ def devices_run(out):
             report[f"sharded_{name}"] = sorted(p for p, s in sharded.items() if s)
             run = dm.equivalence_run(name)
         dm.save_run(os.path.join(out, f"mp_{name}"), run)
+    # A last batch the devices do not divide, laid out whole on each.
+    for kind, name, rows, as_dataset in UNEVEN:
+        scope = data_parallel.scope() if kind == "dp" else kd.ModelParallel(
+            layout_map=kd.LayoutMap(mesh), batch_dim_name="batch").scope()
+        with scope:
+            run = dm.equivalence_run(name, rows=rows, as_dataset=as_dataset)
+        dm.save_run(os.path.join(out, f"uneven_{kind}_{name}"), run)
+    from keras.src.backend.jax import distribution_lib
+    report["unpatched"] = distribution_lib.distribute_data_input.__name__
 
     from tests.core_models import TinyGAN, toy_data
 
@@ -127,6 +144,11 @@ def test_data_and_model_parallel_match_one_device(tmp_path):
         for kind in kinds:
             dm.assert_same_run(dm.load_run(tmp_path / f"{kind}_{name}.npz"), reference,
                                f"{kind} {name}")
+    for kind, name, rows, as_dataset in UNEVEN:
+        dm.assert_same_run(dm.load_run(tmp_path / f"uneven_{kind}_{name}.npz"),
+                           dm.equivalence_run(name, rows=rows),
+                           f"{kind} {name}, {rows} rows{' as a dataset' * as_dataset}")
+    assert report["unpatched"] == "distribute_data_input"  # (restored after fit)
     # The LayoutMap's kernels are split over the model axis.
     assert len(report["sharded_gpt"]) == 5, report["sharded_gpt"]
     assert len(report["sharded_ddpm"]) == 4, report["sharded_ddpm"]
@@ -134,7 +156,7 @@ def test_data_and_model_parallel_match_one_device(tmp_path):
     # (its loss reads the data) is skipped, not the generator's.
     assert report["skipped"] == [1.0] and report["finite"]
     assert "`batch_size` (10)" in report["indivisible"], report["indivisible"]
-    assert "multiples of 4" in report["indivisible"]
+    assert "multiple of 4" in report["indivisible"]
     assert "batches of 10" in report["indivisible_dataset"], report["indivisible_dataset"]
     assert "multiple of 4" in report["indivisible_dataset"]
     # The preset saved under DataParallel loads on one device.

@@ -42,6 +42,9 @@ def mirrored_run(out):
     with strategy.scope():
         run = dm.equivalence_run("gan", as_dataset=True, rows=UNEVEN_ROWS, keep=uneven)
     dm.save_run(os.path.join(out, "mirrored_uneven"), run)
+    with strategy.scope():  # in-memory arrays ending with the same batch
+        run = dm.equivalence_run("gpt", rows=UNEVEN_ROWS)
+    dm.save_run(os.path.join(out, "mirrored_uneven_arrays"), run)
 
     from tests.core_models import TinyGAN, toy_data
 
@@ -58,7 +61,7 @@ def mirrored_run(out):
     # A preset saved under the strategy (the parent loads it on one device).
     model.save_to_preset(os.path.join(out, "preset"))
     np.savez(os.path.join(out, "preset_state.npz"), *[v.numpy() for v in model.variables])
-    for batch_size, rows in [(9, 64), (16, 63)]:  # 9 rows, or a last batch of 15
+    for batch_size, rows in [(9, 64), (16, 49)]:  # 9 rows, or a last batch of 1
         try:
             model.fit(toy_data(rows), batch_size=batch_size, epochs=1, verbose=0)
             report[f"indivisible_{batch_size}"] = "no error"
@@ -160,10 +163,14 @@ def test_mirrored_strategy_matches_one_device(tmp_path):
     # loss reads the data) is skipped on both replicas, not the generator's.
     assert report["skipped"] == [1.0] and report["finite"]
     dm.assert_preset_holds(tmp_path / "preset", tmp_path / "preset_state.npz")
-    for batch_size in (9, 16):
-        message = report[f"indivisible_{batch_size}"]
-        assert f"`batch_size` ({batch_size})" in message and "2 replicas" in message, message
-        assert "multiples of 2" in message, message
+    dm.assert_same_run(dm.load_run(tmp_path / "mirrored_uneven_arrays.npz"),
+                       dm.equivalence_run("gpt", rows=UNEVEN_ROWS),
+                       "in-memory arrays, a last batch split 8 / 7")
+    message = report["indivisible_9"]
+    assert "`batch_size` (9)" in message and "2 replicas" in message, message
+    assert "multiple of 2" in message, message
+    message = report["indivisible_16"]
+    assert "last batch (1 of 49 examples" in message and "without examples" in message, message
     message = report["dataset_9"]
     assert "batches of 9" in message and "multiple of 2" in message, message
     message = report["empty_replica"]

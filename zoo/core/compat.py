@@ -12,6 +12,7 @@ each backend, so CI names any name a new release moved; `python -m
 zoo.core.compat` does the same for the installed versions.
 """
 
+import contextlib
 import importlib
 
 # key: (backend that needs it, or None for any; module; attribute path
@@ -58,6 +59,9 @@ NAMES = {
     "keras.jax.initialize_rng": (
         "jax", "keras.src.backend.jax.distribution_lib", "initialize_rng",
         "one global seed over the processes that `distributed.initialize` starts"),
+    "keras.jax.distribute_data_input": (
+        "jax", "keras.src.backend.jax.distribution_lib", "distribute_data_input",
+        "laying out a batch the devices do not divide whole on each (`patched`)"),
     # Keras's TensorFlow backend.
     "keras.tensorflow.multi_worker": (
         "tensorflow", "keras.src.backend.tensorflow.trainer",
@@ -161,6 +165,25 @@ def private(key):
         value = getattr(value, part)
     _cache[key] = value
     return value
+
+
+@contextlib.contextmanager
+def patched(key, wrap):
+    """Within the block, the private function registered as `key` is
+    `wrap(f)` in its module (where its callers look it up), `f` being the
+    function there now; restored after, so blocks nest."""
+    private(key)  # (a CompatError if it moved)
+    _, module_name, path, _ = NAMES[key]
+    owner = importlib.import_module(module_name)
+    *parents, name = path.split(".")
+    for part in parents:
+        owner = getattr(owner, part)
+    current = getattr(owner, name)
+    setattr(owner, name, wrap(current))
+    try:
+        yield
+    finally:
+        setattr(owner, name, current)
 
 
 def _needed(backend, for_backend):

@@ -15,8 +15,8 @@ launcher) is rank 0 of 1.
 initialize` does not pass on; PyTorch: the `torchrun` process group).
 
 Shared by the backends' data-parallel code: `model_fingerprint` (every
-process must train the same model), `check_batch_split` (batches split
-evenly over the replicas), `tracker_results` (logs from trackers summed
+process must train the same model), `check_batch_split` (in-memory
+batches the replicas can share), `tracker_results` (logs from trackers summed
 over the replicas) and `without_distribution` (rank 0's writes).
 """
 
@@ -217,13 +217,18 @@ def different_model_error(model, ranks, what="rank(s)"):
     )
 
 
-def check_batch_split(arguments, method, replicas, where):
+def check_batch_split(arguments, method, replicas, where, last_batch="even"):
     """Raises a `ValueError` unless every batch of in-memory `fit` or
-    `evaluate` data (the last, partial one included) splits evenly over
-    `replicas` (a data-parallel update equals the one-device update of the
-    global batch only when the replicas hold equal shares). `where` names
-    the replicas in the message, e.g. "the 2 replicas of MirroredStrategy".
-    Datasets and generators bring their own batches and are not checked."""
+    `evaluate` data splits over `replicas` as the backend needs: the
+    `batch_size` a multiple of `replicas` (a data-parallel update equals
+    the one-device update of the global batch only when the replicas hold
+    equal shares), and the last, partial batch `"even"` (a multiple too),
+    `"filled"` (at least one example per replica: TensorFlow weighs
+    unequal shares by their examples but stops at an empty one) or `"any"`
+    (JAX in one process lays such a batch out whole on every device).
+    `where` names the replicas in the message, e.g. "the 2 replicas of
+    MirroredStrategy". Datasets and generators bring their own batches and
+    are not checked."""
     import keras
 
     from zoo.core.compat import private
@@ -240,13 +245,25 @@ def check_batch_split(arguments, method, replicas, where):
         size -= int(size * arguments["validation_split"])
     batch = arguments.get("batch_size") or 32
     last = size % batch
-    if batch % replicas or last % replicas:
+    if batch % replicas:
         raise ValueError(
             f"`{method}` splits every batch over {where}: `batch_size` "
-            f"({batch}) and the last batch ({last or batch} of {size} "
-            f"examples) must be multiples of {replicas}. Pass a `batch_size` "
-            "that is, and trim the data to a multiple of it (or feed a "
-            "`tf.data.Dataset` batched with `drop_remainder=True`)."
+            f"({batch}) must be a multiple of {replicas}. Pass a `batch_size` "
+            "that is."
+        )
+    if last_batch == "even" and last % replicas:
+        raise ValueError(
+            f"`{method}` splits every batch over {where}: the last batch ({last} "
+            f"of {size} examples in batches of {batch}) must be a multiple of "
+            f"{replicas} too. Trim the data to a multiple of {replicas} (or feed "
+            "a `tf.data.Dataset` batched with `drop_remainder=True`)."
+        )
+    if last_batch == "filled" and 0 < last < replicas:
+        raise ValueError(
+            f"`{method}` splits every batch over {where}: the last batch ({last} "
+            f"of {size} examples in batches of {batch}) would leave a replica "
+            f"without examples; it needs at least {replicas}. Trim the data (or "
+            "change `batch_size`) so that it does."
         )
 
 

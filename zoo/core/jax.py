@@ -15,14 +15,17 @@ update is then a functional transformation of that scope:
   `minimize` for gradient penalties.
 """
 
+import contextlib
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 from keras import StatelessScope
 
 from zoo.core import nonfinite
+from zoo.core.compat import patched
 
 # The variables threaded through the step being traced (innermost last).
 _threaded = []
@@ -243,10 +246,10 @@ def evaluate_arguments(model, arguments):
 
 
 def _check_batches(arguments, method):
-    """Under a `keras.distribution`, in-memory data whose batches (the last,
-    partial one included) do not split evenly over the devices of the batch
-    axis are a clear `ValueError` here, not an `IndivisibleError` from deep
-    inside JAX at the first odd batch."""
+    """Under a `keras.distribution`, in-memory data whose `batch_size` the
+    devices of the batch axis do not divide is a clear `ValueError` here,
+    before any step; so is, over several processes, a last batch they do
+    not divide (one process lays it out whole: `uneven_batches`)."""
     import keras
 
     from zoo.core import distributed
@@ -258,8 +261,40 @@ def _check_batches(arguments, method):
         return
     devices = mesh.shape[mesh.axis_names.index(axis)]
     where = f"the {devices} devices of the {axis!r} axis of {type(distribution).__name__}"
-    distributed.check_batch_split(arguments, method, devices, where)
+    last_batch = "even" if jax.process_count() > 1 else "any"
+    distributed.check_batch_split(arguments, method, devices, where, last_batch)
     distributed.check_dataset_split(arguments, method, devices, where)
+
+
+@contextlib.contextmanager
+def uneven_batches():
+    """Around `fit` and `evaluate` (`GenerativeModel`): under a
+    `keras.distribution` in one process, a batch whose examples the batch
+    axis's devices do not divide (a partial last batch: 37 examples in
+    batches of 16 end with 5) is laid out whole on every device instead of
+    split over them, so the step computes that batch's update as one device
+    does, at the cost of running it on each. (Keras would raise JAX's
+    `IndivisibleError` at that batch.) Several processes each hold only
+    their share of a batch; there the last batch must still divide."""
+    if jax.process_count() > 1:
+        yield
+        return
+
+    def wrap(distribute):
+        def distribute_whole_if_uneven(batch, layout, batch_dim_name):
+            sharding = getattr(layout, "backend_layout", layout)
+            spec = getattr(sharding, "spec", None)
+            if spec and spec[0] is not None and np.ndim(batch):
+                axes = spec[0] if isinstance(spec[0], tuple) else (spec[0],)
+                devices = int(np.prod([sharding.mesh.shape[a] for a in axes]))
+                if np.shape(batch)[0] % devices:
+                    layout = NamedSharding(sharding.mesh, PartitionSpec(None, *spec[1:]))
+            return distribute(batch, layout, batch_dim_name)
+
+        return distribute_whole_if_uneven
+
+    with patched("keras.jax.distribute_data_input", wrap):
+        yield
 
 
 def compile_step(model, fn, jit_compile=None):

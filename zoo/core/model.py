@@ -423,9 +423,11 @@ class GenerativeModel(keras.Model):
         """Around `fit` and `evaluate`: a batch refused by the checks comes out
         as its `ValueError` (`BatchChecks.reraise`), and on JAX the model
         keeps its weights after any error (Keras's `evaluate` leaves them
-        emptied; see `fit_inputs._KeepJaxState`)."""
+        emptied; see `fit_inputs._KeepJaxState`) and a batch its devices do
+        not divide is laid out whole on each (`zoo.core.jax.uneven_batches`)."""
+        uneven = getattr(backend_module(), "uneven_batches", contextlib.nullcontext)
         try:
-            with checks.reraise() if checks is not None else contextlib.nullcontext():
+            with checks.reraise() if checks is not None else contextlib.nullcontext(), uneven():
                 yield
         except BaseException:
             sync = getattr(self, "jax_state_sync", None)

@@ -130,10 +130,10 @@ def fit_arguments(model, arguments):
 
 
 def _check_strategy(model, arguments, method):
-    """Under a `tf.distribute` strategy: in-memory batches that do not split
-    evenly over the replicas are a `ValueError` (the strategy would split
-    them unevenly, and the update would no longer be the one-device update
-    of the global batch); under `MultiWorkerMirroredStrategy`, `fit` checks
+    """Under a `tf.distribute` strategy: in-memory data whose `batch_size`
+    the replicas do not divide, or whose last batch would leave a replica
+    without examples, is a `ValueError` (an uneven last batch is fine: the
+    step weighs each replica's share by its examples); under `MultiWorkerMirroredStrategy`, `fit` checks
     that every worker built the same model (a `ValueError` on every worker
     otherwise, rather than each training its own step on shared weights)."""
     from zoo.core import distributed
@@ -141,7 +141,7 @@ def _check_strategy(model, arguments, method):
     strategy = model.distribute_strategy
     replicas = strategy.num_replicas_in_sync
     where = f"the {replicas} replicas of {type(strategy).__name__}"
-    distributed.check_batch_split(arguments, method, replicas, where)
+    distributed.check_batch_split(arguments, method, replicas, where, last_batch="filled")
     distributed.check_dataset_split(arguments, method, replicas, where)
     if method == "fit" and _multi_worker(strategy):
         _check_same_model(model, strategy)
@@ -300,9 +300,9 @@ def _replica_share(data):
     """This replica's examples over the global batch's, under a strategy.
 
     A batch whose size is known when the step is traced (a dataset batched
-    with `drop_remainder=True`, which `fit` checks splits evenly) gives
-    every replica 1/replicas. Otherwise (the last, partial batch of a
-    `tf.data.Dataset`: the strategy splits 15 examples as 8 and 7) the
+    with `drop_remainder=True`, whose size `fit` checks the replicas
+    divide) gives every replica 1/replicas. Otherwise (a partial last
+    batch: the strategy splits 15 examples as 8 and 7) the
     replicas add up their examples (one all-reduce of two numbers), so each
     replica's mean loss counts for its own examples and the update is the
     one-device update of the whole batch. A replica left without examples
