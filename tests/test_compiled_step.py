@@ -479,6 +479,37 @@ def test_the_lean_graph_writes_into_temporaries_nothing_else_reads():
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the traced graph is PyTorch's")
+def test_the_lean_graph_writes_into_a_new_tensor_at_its_last_reader():
+    # Keras's Adam reads the gradients last in `_foreach_mul(grads, grads)`:
+    # that writes into them (a bias's gradient is a view of a sum).
+    import torch
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from zoo.core.torch_graph import lean_graph
+
+    def fn(x, ms, ys):
+        grads = [y * 2.0 for y in ys] + [(x * 2.0).sum(0).view(3, 1)]
+        norms = torch._foreach_norm(grads)
+        moments = torch._foreach_add(ms, grads)  # (inputs: never written)
+        squares = torch._foreach_mul(grads, grads)
+        early = x * 5.0
+        late = early + 1.0  # `early` read again below: a new tensor
+        again = early * 2.0  # the last reader: in place
+        seen = x * 7.0
+        view = seen.view(-1)  # a view of it outlives the reader
+        return norms, moments, squares, late, again, seen * 2.0, view
+
+    x, ms, ys = torch.rand(4, 3), [torch.rand(5), torch.rand(3, 1)], [torch.rand(5)]
+    graph = lean_graph(make_fx(fn, tracing_mode="fake")(x, ms, ys), 0, [])
+    names = [getattr(node.target, "__name__", node.target) for node in graph.graph.nodes]
+    assert names.count("_foreach_mul_") == 1 and names.count("_foreach_mul") == 0
+    assert names.count("_foreach_add") == 1
+    assert names.count("add") == 1 and names.count("mul_") == 1
+    assert names.count("mul") == 5  # y, x and seen by 2; x by 5 and 7
+    torch.testing.assert_close(graph(x, ms, ys), fn(x, ms, ys), rtol=0, atol=0)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the traced graph is PyTorch's")
 def test_the_traced_step_updates_weights_and_moments_in_place(monkeypatch):
     # The graph updates every weight and optimizer slot in its own
     # storage, with nothing copied back after the step.

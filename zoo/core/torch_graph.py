@@ -314,7 +314,56 @@ def _same_layout(a, b):
             and a.shape == b.shape and a.dtype == b.dtype and a.stride() == b.stride())
 
 
+def _made_new(node):
+    """Whether `node` is the result of an operation (or one of its results)
+    that returns new tensors, no views."""
+    if not isinstance(node, torch.fx.Node) or node.op != "call_function":
+        return False
+    maker = node.args[0] if node.target is operator.getitem else node
+    return isinstance(getattr(maker, "target", None), _OpOverload) and all(
+        r.alias_info is None for r in maker.target._schema.returns)
+
+
+def _dead_after(tensor, node, order):
+    """Whether `tensor` is one an operation made new (not a view, an input
+    or a returned value) whose every reader but `node` runs before `node`
+    and keeps no view of it, so `node` may write its result into it (as
+    `_foreach_mul(grads, grads)`, the last reader of the gradients in
+    Keras's Adam)."""
+    if not _made_new(tensor):
+        # A view of a new tensor that nothing else reads (a bias's gradient,
+        # `view(sum(...))`) is as good.
+        base, link = _base(tensor), tensor
+        if base is None or base is tensor or not _made_new(base):
+            return False
+        while link is not base:  # (views take the viewed tensor first)
+            link = link.args[0] if link.args else None
+            if not isinstance(link, torch.fx.Node) or len(link.users) != 1:
+                return False
+    for user in tensor.users:
+        if user is node:
+            continue
+        schema = getattr(user.target, "_schema", None)
+        if user.op != "call_function" or order[user] > order[node] or schema is None:
+            return False
+        for k, argument in enumerate(schema.arguments):
+            value = user.args[k] if k < len(user.args) else user.kwargs.get(argument.name)
+            values = value if isinstance(value, (list, tuple)) else (value,)
+            if argument.alias_info is not None and any(v is tensor for v in values):
+                return False  # (a view of it, or a write that returns one)
+    return True
+
+
+def _foreach_temporary(t):
+    """Whether `t` is one result of a `_foreach_*` operation, read once,
+    whose other results are read once too."""
+    return (isinstance(t, torch.fx.Node) and t.target is operator.getitem
+            and len(t.users) == 1 and isinstance(t.args[0].target, _OpOverload)
+            and all(r.alias_info is None for r in t.args[0].target._schema.returns))
+
+
 def _reuse_temporaries(graph):
+    order = {node: k for k, node in enumerate(graph.nodes)}
     for node in list(graph.nodes):
         target = node.target
         if (node.op != "call_function" or not isinstance(target, _OpOverload)
@@ -333,23 +382,27 @@ def _reuse_temporaries(graph):
                 continue
             by_index = {u.args[1]: u for u in results}
             if not all(
-                isinstance(t, torch.fx.Node) and t.target is operator.getitem
-                and len(t.users) == 1 and len(t.args[0].users) == len(first)
-                and isinstance(t.args[0].target, _OpOverload)
-                and all(r.alias_info is None for r in t.args[0].target._schema.returns)
-                and k in by_index and _same_layout(t, by_index[k])
+                k in by_index and _same_layout(t, by_index[k]) and (
+                    _foreach_temporary(t) and len(t.args[0].users) == len(first)
+                    or _dead_after(t, node, order))
                 for k, t in enumerate(first)
             ):
                 continue
+            # Each tensor written once, and read by the other operands only
+            # at its own position (elementwise: `grads * grads` in place).
             if any(first.count(t) > 1 for t in first) or any(
-                    t in a for t in first for a in node.args[1:] if isinstance(a, (list, tuple))):
+                    t in a and not (len(a) == len(first) and a[k] is t and a.count(t) == 1)
+                    for k, t in enumerate(first) for a in node.args[1:]
+                    if isinstance(a, (list, tuple))) or any(
+                    a in first for a in node.args[1:] if isinstance(a, torch.fx.Node)):
                 continue
             node.target = in_place
             for k, t in enumerate(first):
                 by_index[k].replace_all_uses_with(t)
                 graph.erase_node(by_index[k])
             continue
-        if (not isinstance(first, torch.fx.Node) or not _temporary(first)
+        if (not isinstance(first, torch.fx.Node)
+                or not (_temporary(first) or _dead_after(first, node, order))
                 or not _same_layout(first, node)
                 or first in node.args[1:] or first in node.kwargs.values()):
             continue
