@@ -25,9 +25,9 @@ What makes the two sides comparable:
   with a core per worker the ideal ratio is 2, and a ratio below it is
   what the engine's communication and coordination cost, or the cores'
   sharing with other work;
-- both sides run the same training step: on PyTorch the eager step
-  (`jit_compile=False`), which is what `fit` runs under `torchrun`;
-  elsewhere the compiled step on both sides;
+- both sides run the same training step: on PyTorch the traced step
+  (`jit_compile="auto"` in its tier for long fits; `--torch-step eager`:
+  the eager step, `jit_compile=False`); elsewhere the compiled step;
 - both process the same examples per worker and step, and each counts only
   the examples it trained on (every rank's rows are fed on PyTorch, whose
   `batch_size` is per process);
@@ -64,15 +64,20 @@ MODES = {"torch": ("processes",), "jax": ("devices", "processes"),
          "tensorflow": ("devices", "processes")}
 
 
-def _model():
+def _model(torch_step="eager"):
     import keras
 
+    import zoo.core
     from zoo.gan import GAN
 
     model = GAN((64,), 16, hidden_units=(256, 256), seed=0)
-    # Under `torchrun` the training step is the eager one: so is the
-    # baseline's ("auto" would trace a long enough `fit` on one process).
-    model.compile(jit_compile=False if keras.backend.backend() == "torch" else "auto")
+    if keras.backend.backend() == "torch" and torch_step == "eager":
+        model.compile(jit_compile=False)
+    else:
+        # PyTorch: "auto" in its tier for long fits (the traced step), for
+        # the warm-up `fit` too.
+        zoo.core.TRACE_FIT = 0
+        model.compile(jit_compile="auto")
     return model, keras
 
 
@@ -114,7 +119,7 @@ def _timed_fit(model, data, batch, steps, as_dataset=False, workers=1):
     return clock.end - clock.start
 
 
-def worker(backend, workers, batch, steps, mode="devices"):
+def worker(backend, workers, batch, steps, mode="devices", torch_step="traced"):
     """Runs in a fresh process: prints a JSON line of examples per second
     (on rank 0)."""
     processes = workers > 1 and mode == "processes"
@@ -142,7 +147,7 @@ def worker(backend, workers, batch, steps, mode="devices"):
         with strategy.scope():
             model, _ = _model()
     else:
-        model, _ = _model()
+        model, _ = _model(torch_step)
     # Per-worker batches: PyTorch's `batch_size` is per process; JAX's and
     # TensorFlow's is global.
     global_batch = batch if backend == "torch" else batch * workers
@@ -193,7 +198,8 @@ def _run(backend, workers, args, mode="devices"):
     env = dict(os.environ, PYTHONPATH=ROOT, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
                **_thread_env(args.threads))
     code = (f"from benchmarks.scale_out import worker; "
-            f"worker({backend!r}, {workers}, {args.batch}, {args.steps}, {mode!r})")
+            f"worker({backend!r}, {workers}, {args.batch}, {args.steps}, {mode!r}, "
+            f"{args.torch_step!r})")
     processes = workers > 1 and mode == "processes"
     if backend == "jax":
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={1 if processes else workers}"
@@ -258,6 +264,8 @@ def main():
                         help="intra-op threads of every worker, baseline included")
     parser.add_argument("--pairs", type=int, default=1,
                         help="pairs of runs (1 worker, 2) per setup: the median ratio")
+    parser.add_argument("--torch-step", choices=("traced", "eager"), default="traced",
+                        help="PyTorch's training step on both sides (default: traced)")
     parser.add_argument("--guard", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
     _markdown.add_argument(parser)
@@ -277,7 +285,7 @@ def main():
         f"{args.threads} intra-op thread(s) per worker, the baseline's one worker "
         f"as each of the two; {args.batch} examples per worker per step; the "
         f"steady-state rate of {args.steps - 1} steps after a warm-up `fit`; on "
-        "PyTorch the eager step on both sides (what `fit` runs under `torchrun`); "
+        f"PyTorch the {args.torch_step} step on both sides; "
         f"the median ratio of {args.pairs} pair(s) of runs. With a free core per "
         f"worker the ideal ratio is 2. {', '.join(versions)}."
     )

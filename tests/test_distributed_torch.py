@@ -71,10 +71,11 @@ def working_run(out):
     for name in dm.FAMILIES:
         run = dm.equivalence_run(name, batch_size=dm.GLOBAL_BATCH // WORLD)
         dm.save_run(os.path.join(out, f"{name}_rank{rank}"), run)
-    # The compiled (jit_compile=True) and "auto" training steps: eager under
-    # torchrun, with one warning for True, none for "auto". Each `fit`
-    # plans 40 epochs of 3 steps (120: "auto" would trace the step on one
-    # process) and stops after the first: the GAN matches one process.
+    # The compiled (jit_compile=True), "auto" and eager (False) training
+    # steps: each `fit` plans 40 epochs of 3 steps (120: "auto" traces the
+    # step) and stops after the first. The gradients are averaged inside
+    # the graphs: the GAN matches one process, the traced step the eager
+    # one bit for bit.
     import warnings
 
     from zoo.core import torch_step
@@ -83,23 +84,30 @@ def working_run(out):
         def on_epoch_end(self, epoch, logs=None):
             self.model.stop_training = True
 
-    for setting in (True, "auto"):
+    for setting in (True, "auto", False):
         model, data = dm.family("gan")
         model.compile(optimizer={"generator": keras.optimizers.SGD(0.05),
                                  "discriminator": keras.optimizers.SGD(0.05)},
                       jit_compile=setting)
+        model.record_gradient_norms(True)
+        record = dm._BatchLogs()
         with warnings.catch_warnings(record=True) as caught, dm.constant_noise():
             warnings.simplefilter("always")
             model.fit(data[: dm.GLOBAL_BATCH * dm.STEPS], batch_size=dm.GLOBAL_BATCH // WORLD,
-                      epochs=40, shuffle=False, verbose=0, callbacks=[StopAfterOneEpoch()])
+                      epochs=40, shuffle=False, verbose=0,
+                      callbacks=[StopAfterOneEpoch(), record])
+            report[f"batches_{setting}"] = record.batches  # (over both ranks' examples)
             np.savez(os.path.join(out, f"compiled_{setting}_rank{rank}.npz"),
                      *[v.numpy() for v in model.trainable_variables])
             model.fit(data[:16], batch_size=8, epochs=1, verbose=0)  # no second warning
         report[f"warnings_{setting}"] = [str(w.message) for w in caught
-                                         if "torchrun" in str(w.message)]
+                                         if "step" in str(w.message)]
         report[f"step_{setting}"] = type(model.train_function).__name__
-        report[f"traced_{setting}"] = isinstance(
-            model.train_function, (torch_step.CompiledStep, torch_step.AutoStep))
+        step = model.train_function
+        traced = getattr(step, "traced", step)  # (AutoStep's traced tier)
+        report[f"traced_{setting}"] = (
+            isinstance(traced, torch_step.CompiledStep) and getattr(step, "tier", 1) == 1
+            and traced.fallback is None and len(traced.cache) == 1)
     report["process_index"] = distributed.process_index()
     report["process_count"] = distributed.process_count()
 
@@ -208,18 +216,34 @@ def test_torchrun_trains_one_model_across_processes(tmp_path):
                                f"{name}, rank {rank}")
         if name == "gan":
             gan_weights = reference[0]
-    # jit_compile=True and "auto": the eager step, the same update.
-    for setting in (True, "auto"):
-        assert not r0[f"traced_{setting}"], r0[f"step_{setting}"]
+    # jit_compile=True (TorchInductor), "auto" (the traced step) and False
+    # (eager): the same update as one process; traced and eager bit for bit.
+    for setting in (True, "auto", False):
+        assert r0[f"traced_{setting}"] == (setting is not False), r0[f"step_{setting}"]
+        assert r0[f"warnings_{setting}"] == r1[f"warnings_{setting}"] == []
         for rank in range(WORLD):
             got = np.load(tmp_path / f"compiled_{setting}_rank{rank}.npz")
             assert len(got.files) == len(gan_weights)
             for k, reference in enumerate(gan_weights):
                 np.testing.assert_allclose(got[f"arr_{k}"], reference, atol=dm.ATOL,
                                            err_msg=f"jit_compile={setting}, rank {rank}")
-    assert len(r0["warnings_True"]) == 1 and len(r1["warnings_True"]) == 1, r0["warnings_True"]
-    assert "runs eagerly" in r0["warnings_True"][0]
-    assert r0["warnings_auto"] == [] and r1["warnings_auto"] == []
+                if setting == "auto":
+                    eager = np.load(tmp_path / f"compiled_False_rank{rank}.npz")
+                    np.testing.assert_array_equal(got[f"arr_{k}"], eager[f"arr_{k}"])
+        # Every step's logs (losses, gradient norms): the same on both ranks,
+        # the one-process numbers, the traced step's the eager step's.
+        batches = r0[f"batches_{setting}"]
+        assert batches == r1[f"batches_{setting}"] and len(batches) == dm.STEPS
+        for got, want in zip(batches, r0["batches_False"]):
+            assert got.keys() == want.keys()
+            for key in want:
+                if setting == "auto":
+                    assert got[key] == want[key], (key, got, want)
+                np.testing.assert_allclose(got[key], want[key], rtol=dm.LOG_RTOL, err_msg=key)
+    for got, want in zip(r0["batches_False"], dm.equivalence_run("gan")[1]["batches"]):
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=dm.LOG_RTOL, atol=1e-6,
+                                       err_msg=key)
     assert r0["skipped"] == r1["skipped"] == [1.0]
 
     assert [r["process_index"] for r in reports] == [0, 1]

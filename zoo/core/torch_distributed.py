@@ -24,8 +24,9 @@ What `fit` does on every rank (`prepare_fit`):
   the zoo's image callbacks) on rank 0 only.
 
 Each `minimize` averages that player's gradients over the ranks
-(`average_gradients`) before its optimizer applies them, so every rank
-applies the same update. BatchNorm: batch statistics are each rank's own
+(`average_gradients`; in a traced or compiled step the all-reduce is one
+operation of the graph) before its optimizer applies them, so every
+rank applies the same update. BatchNorm: batch statistics are each rank's own
 (as DDP without `SyncBatchNorm`); the moving statistics are averaged over
 the ranks after every training step (`average_state`), so they stay equal
 on every rank and reflect every rank's data. Logs: each training step's
@@ -101,25 +102,45 @@ def initialize(timeout=None):
 # Collectives on the model's state.
 
 
-def average_gradients(grads):
+def average_gradients(grads, traced=False):
     """The ranks' mean of `grads` (None entries stay None), one all-reduce
-    per dtype over a flat buffer."""
+    per dtype over a flat buffer; `traced`: inside a traced step, where the
+    all-reduce is one operation of the graph (`zoo::all_reduce_mean_`)."""
     present = [k for k, g in enumerate(grads) if g is not None]
     out = list(grads)
     by_dtype = {}
     for k in present:
         by_dtype.setdefault(grads[k].dtype, []).append(k)
-    size = world_size()
-    for indices in by_dtype.values():
-        flat = torch.cat([grads[k].reshape(-1) for k in indices])
-        dist.all_reduce(flat)
-        flat /= size
+    groups = list(by_dtype.values())
+    flats = [torch.cat([grads[k].reshape(-1) for k in indices]) for indices in groups]
+    if traced:
+        torch.ops.zoo.all_reduce_mean_(flats)
+    else:
+        _all_reduce_mean_(flats)
+    for flat, indices in zip(flats, groups):
         offset = 0
         for k in indices:
             n = grads[k].numel()
             out[k] = flat[offset:offset + n].view_as(grads[k])
             offset += n
     return out
+
+
+def _all_reduce_mean_(flats):
+    size = world_size()
+    for flat in flats:
+        dist.all_reduce(flat)
+        flat /= size
+
+
+@torch.library.custom_op("zoo::all_reduce_mean_", mutates_args=("flats",))
+def _all_reduce_mean_op(flats: list[torch.Tensor]) -> None:
+    _all_reduce_mean_(flats)
+
+
+@_all_reduce_mean_op.register_fake
+def _(flats):
+    return None
 
 
 def _broadcast(variables):

@@ -55,7 +55,7 @@ import optree
 import torch
 from keras import StatelessScope
 
-from zoo.core import nonfinite
+from zoo.core import nonfinite, torch_distributed
 from zoo.core.compat import private
 from zoo.core.torch_graph import copied_back, lean_graph
 
@@ -246,6 +246,8 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
         )
     grads = list(grads)
     with torch.no_grad():
+        if torch_distributed.active():  # (as the eager step: before anything reads them)
+            grads = torch_distributed.average_gradients(grads, traced=True)
         if record is not None:
             record(grads)
         if not guarded:
@@ -351,7 +353,12 @@ class CompiledStep:
                 )
                 return logs
             self.cache[key] = entry
-        return self._run(entry, leaves)
+        logs = self._run(entry, leaves)
+        if self.training and torch_distributed.active():
+            # Over every rank's examples, as the eager step's (`train_step`),
+            # from the trackers the graph has just updated.
+            logs = torch_distributed.reduce_step_logs(self.model, logs)
+        return logs
 
     def _run(self, entry, leaves):
         fn, changed, copied, log_spec = entry
@@ -516,30 +523,11 @@ def make_train_function(model):
     `train_function`: `CompiledStep` with `compile(jit_compile=True)`,
     `AutoStep` with "auto", None (Keras's own) otherwise."""
     jit_compile = _jit_compile(model)
-    if jit_compile is not None and _distributed():
-        # The traced graph has no collectives: each `minimize` averages the
-        # ranks' gradients in eager code.
-        if jit_compile is True:
-            warnings.warn(
-                f"{type(model).__name__}: under torchrun the training step runs "
-                "eagerly (compile(jit_compile=True) traces no collectives).",
-                stacklevel=3,
-            )
-        # Keras's own function would wrap the step in `torch.compile`
-        # under jit_compile=True (minutes of Dynamo over the collectives):
-        # the eager step as Keras calls it, `data` a list of one batch.
-        return lambda data: model.train_step(data[0])
     if jit_compile is True:
         return CompiledStep(model, training=True)
     if jit_compile == "auto":
         return AutoStep(model)
     return None
-
-
-def _distributed():
-    from zoo.core import torch_distributed
-
-    return torch_distributed.active()
 
 
 def make_test_function(model):
@@ -602,6 +590,4 @@ def reduce_logs(model, logs):
     """Epoch and evaluation logs averaged over every rank's examples under
     `torchrun` (`GenerativeModel` calls this where Keras reads its
     metrics); `logs` itself otherwise."""
-    from zoo.core import torch_distributed
-
     return torch_distributed.reduce_logs(model, logs)
