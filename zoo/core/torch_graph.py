@@ -247,12 +247,12 @@ def lean_graph(graph, count, changed):
     nothing writes to; updating the variables in place where it can
     (`_in_place`); each operation called through its Python binding
     (`_binding`) where it has one, or through that of an equivalent one
-    (`_rebound`); elementwise operations on a temporary nothing else reads
-    written into it (`_reuse_temporaries`); each guarded optimizer update
-    behind a Python branch on its gradients being finite (`_branch`). The
-    graph's inputs are the values of the
-    `count` variables, then the batch; its outputs start with the new
-    values of the variables at indices `changed`."""
+    (`_rebound`); elementwise operations on a new tensor that nothing
+    reads afterwards written into it (`_reuse_temporaries`); each guarded
+    optimizer update behind a Python branch on its gradients being finite
+    (`_branch`). The graph's inputs are the values of the `count`
+    variables, then the batch; its outputs start with the new values of
+    the variables at indices `changed`."""
     from zoo.core import torch_step  # (which imports this module)
 
     data = [node for node in graph.graph.nodes if node.op == "placeholder"][count:]
@@ -284,9 +284,10 @@ def lean_graph(graph, count, changed):
 
 
 # Elementwise operations whose in-place form computes the same values:
-# where the first operand is a temporary that nothing else reads, with the
-# result's shape, dtype and strides, the result is written into it (one new
-# tensor fewer; Keras's PyTorch optimizers make several per update).
+# where the first operand is a new tensor that nothing reads afterwards
+# (`_temporary`, `_dead_after`), with the result's shape, dtype and strides,
+# the result is written into it (one new tensor fewer; Keras's PyTorch
+# optimizers make several per update).
 _ELEMENTWISE = {
     "add", "sub", "mul", "div", "sqrt", "rsqrt", "neg", "exp", "reciprocal", "pow",
     "_foreach_add", "_foreach_sub", "_foreach_mul", "_foreach_div", "_foreach_sqrt",
