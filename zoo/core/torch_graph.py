@@ -355,14 +355,6 @@ def _dead_after(tensor, node, order):
     return True
 
 
-def _foreach_temporary(t):
-    """Whether `t` is one result of a `_foreach_*` operation, read once,
-    whose other results are read once too."""
-    return (isinstance(t, torch.fx.Node) and t.target is operator.getitem
-            and len(t.users) == 1 and isinstance(t.args[0].target, _OpOverload)
-            and all(r.alias_info is None for r in t.args[0].target._schema.returns))
-
-
 def _reuse_temporaries(graph):
     order = {node: k for k, node in enumerate(graph.nodes)}
     for node in list(graph.nodes):
@@ -384,8 +376,9 @@ def _reuse_temporaries(graph):
             by_index = {u.args[1]: u for u in results}
             if not all(
                 k in by_index and _same_layout(t, by_index[k]) and (
-                    _foreach_temporary(t) and len(t.args[0].users) == len(first)
-                    or _dead_after(t, node, order))
+                    # (one of the results of a `_foreach_*` that are each read once)
+                    _made_new(t) and t.target is operator.getitem and len(t.users) == 1
+                    and len(t.args[0].users) == len(first) or _dead_after(t, node, order))
                 for k, t in enumerate(first)
             ):
                 continue
