@@ -99,7 +99,7 @@ def working_run(out):
             report[f"batches_{setting}"] = record.batches  # (over both ranks' examples)
             np.savez(os.path.join(out, f"compiled_{setting}_rank{rank}.npz"),
                      *[v.numpy() for v in model.trainable_variables])
-            model.fit(data[:16], batch_size=8, epochs=1, verbose=0)  # no second warning
+            model.fit(data[:16], batch_size=8, epochs=1, verbose=0)  # (the same trace serves)
         report[f"warnings_{setting}"] = [str(w.message) for w in caught
                                          if "step" in str(w.message)]
         report[f"step_{setting}"] = type(model.train_function).__name__
