@@ -24,6 +24,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 WORLD = 2
+# Rows of the partial-batch run: batches of 8, 8, 8 and 6, read by ranks 0,
+# 1, 0, 1 (global batches of 16 and 14).
+PARTIAL_ROWS = 30
 
 
 def _launch(task, out, timeout, **env):
@@ -71,6 +74,10 @@ def working_run(out):
     for name in dm.FAMILIES:
         run = dm.equivalence_run(name, batch_size=dm.GLOBAL_BATCH // WORLD)
         dm.save_run(os.path.join(out, f"{name}_rank{rank}"), run)
+    # A dataset of 30 rows in batches of 8: rank 1's second batch has 6.
+    run = dm.equivalence_run("gan", batch_size=dm.GLOBAL_BATCH // WORLD, as_dataset=True,
+                             rows=PARTIAL_ROWS)
+    dm.save_run(os.path.join(out, f"partial_rank{rank}"), run)
     # The compiled (jit_compile=True), "auto" and eager (False) training
     # steps: each `fit` plans 40 epochs of 3 steps (120: "auto" traces the
     # step) and stops after the first. The gradients are averaged inside
@@ -216,6 +223,12 @@ def test_torchrun_trains_one_model_across_processes(tmp_path):
                                f"{name}, rank {rank}")
         if name == "gan":
             gan_weights = reference[0]
+    # A partial batch on one rank counts for its 6 examples: the update of
+    # the 14 rows, as one process has it.
+    reference = dm.equivalence_run("gan", rows=PARTIAL_ROWS)
+    for rank in range(WORLD):
+        dm.assert_same_run(dm.load_run(tmp_path / f"partial_rank{rank}.npz"), reference,
+                           f"a partial batch on rank 1, rank {rank}")
     # jit_compile=True (TorchInductor), "auto" (the traced step) and False
     # (eager): the same update as one process; traced and eager bit for bit.
     for setting in (True, "auto", False):

@@ -23,10 +23,11 @@ What `fit` does on every rank (`prepare_fit`):
 - keeps the writing callbacks (checkpoints, TensorBoard, CSV, progress bar,
   the zoo's image callbacks) on rank 0 only.
 
-Each `minimize` averages that player's gradients over the ranks
-(`average_gradients`; in a traced or compiled step the all-reduce is one
-operation of the graph) before its optimizer applies them, so every
-rank applies the same update. BatchNorm: batch statistics are each rank's own
+Each `minimize` averages that player's gradients over the ranks, each
+rank's counting for its batch's examples (`average_gradients`; in a traced
+or compiled step the all-reduce is one operation of the graph), before its
+optimizer applies them, so every rank applies the same update: one
+process's with the global batch. BatchNorm: batch statistics are each rank's own
 (as DDP without `SyncBatchNorm`); the moving statistics are averaged over
 the ranks after every training step (`average_state`), so they stay equal
 on every rank and reflect every rank's data. Logs: each training step's
@@ -35,9 +36,12 @@ trackers' values over every rank's examples, the numbers one process logs
 for the global batch.
 """
 
+import contextlib
 import datetime
 import os
+import threading
 
+import optree
 import torch
 import torch.distributed as dist
 
@@ -102,22 +106,58 @@ def initialize(timeout=None):
 # Collectives on the model's state.
 
 
+# The examples of the batch the running training step holds on this rank
+# (`examples`), which weigh its gradients in `average_gradients`.
+_examples = threading.local()
+
+
+@contextlib.contextmanager
+def examples(data):
+    """Around a training step under `torchrun`: `average_gradients` weighs
+    this rank's gradients by the examples of `data` (its first tensor's
+    rows)."""
+    leaves = [x for x in optree.tree_leaves(data) if isinstance(x, torch.Tensor) and x.ndim]
+    saved = getattr(_examples, "count", None)
+    _examples.count = int(leaves[0].shape[0]) if leaves else None
+    try:
+        yield
+    finally:
+        _examples.count = saved
+
+
 def average_gradients(grads, traced=False):
-    """The ranks' mean of `grads` (None entries stay None), one all-reduce
-    per dtype over a flat buffer; `traced`: inside a traced step, where the
-    all-reduce is one operation of the graph (`zoo::all_reduce_mean_`)."""
+    """The gradients of the global batch's mean loss from each rank's
+    gradients of its own batch's mean (None entries stay None): each rank's
+    counts for its examples (`examples`), so a partial batch on one rank
+    (a dataset's last) weighs what it holds, and the update is one
+    process's with the whole global batch; ranks with equal batches get
+    the plain mean. One all-reduce per dtype over a flat buffer, the first
+    carrying the examples' count; `traced`: inside a traced step, where
+    each all-reduce is one operation of the graph (`zoo::all_reduce_sum_`)."""
     present = [k for k, g in enumerate(grads) if g is not None]
     out = list(grads)
     by_dtype = {}
     for k in present:
         by_dtype.setdefault(grads[k].dtype, []).append(k)
-    groups = list(by_dtype.values())
-    flats = [torch.cat([grads[k].reshape(-1) for k in indices]) for indices in groups]
-    if traced:
-        torch.ops.zoo.all_reduce_mean_(flats)
-    else:
-        _all_reduce_mean_(flats)
-    for flat, indices in zip(flats, groups):
+    count = getattr(_examples, "count", None)
+    total = None
+    for group, indices in enumerate(by_dtype.values()):
+        parts = [grads[k].reshape(-1) for k in indices]
+        if group == 0 and count is not None:
+            parts.append(torch.ones(1, dtype=parts[0].dtype, device=parts[0].device))
+        flat = torch.cat(parts)
+        if count is not None:
+            flat.mul_(count)
+        if traced:
+            torch.ops.zoo.all_reduce_sum_([flat])
+        else:
+            _all_reduce_sum_([flat])
+        if count is None:
+            flat.div_(world_size())
+        else:
+            if total is None:
+                total = flat[-1:].clone()
+            flat.div_(total.to(flat.dtype))
         offset = 0
         for k in indices:
             n = grads[k].numel()
@@ -126,19 +166,17 @@ def average_gradients(grads, traced=False):
     return out
 
 
-def _all_reduce_mean_(flats):
-    size = world_size()
+def _all_reduce_sum_(flats):
     for flat in flats:
         dist.all_reduce(flat)
-        flat /= size
 
 
-@torch.library.custom_op("zoo::all_reduce_mean_", mutates_args=("flats",))
-def _all_reduce_mean_op(flats: list[torch.Tensor]) -> None:
-    _all_reduce_mean_(flats)
+@torch.library.custom_op("zoo::all_reduce_sum_", mutates_args=("flats",))
+def _all_reduce_sum_op(flats: list[torch.Tensor]) -> None:
+    _all_reduce_sum_(flats)
 
 
-@_all_reduce_mean_op.register_fake
+@_all_reduce_sum_op.register_fake
 def _(flats):
     return None
 
