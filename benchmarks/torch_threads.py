@@ -182,7 +182,7 @@ def markdown(machine, args, rows):
         f"{args.timeout:.0f} s.",
         "",
         "| threads | epochs done | fit (s) | process wall (s) | process CPU (s) "
-        "| other runnable tasks (mean) | load average at start |",
+        "| other runnable tasks (mean) | runnable tasks at start (1-minute mean) |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:

@@ -14,9 +14,10 @@ import sys
 
 
 def idle_cores():
-    """(cores this process may run on, how many of them other work leaves
-    idle by the 1-minute load average), or None where the system has no
-    load average (Windows).
+    """(cores this process may run on, how many of them other processes
+    leave idle by the system's 1-minute count of runnable tasks,
+    `os.getloadavg()`), or None where the system does not keep one
+    (Windows).
 
     ```python
     from zoo.core.threads import idle_cores
@@ -37,8 +38,8 @@ def idle_cores():
 def limit_torch_threads(stream=None):
     """On PyTorch, uses only the cores other processes leave idle.
 
-    When `OMP_NUM_THREADS` is unset and the 1-minute load average leaves
-    fewer idle cores than PyTorch has intra-op threads, sets
+    When `OMP_NUM_THREADS` is unset and other processes leave fewer idle
+    cores (by the system's 1-minute count of runnable tasks) than PyTorch has intra-op threads, sets
     `torch.set_num_threads(max(1, idle))` and prints one line saying so to
     `stream` (default `sys.stderr`). A set `OMP_NUM_THREADS` is the user's
     choice and is left alone, as are the other backends.
@@ -69,7 +70,7 @@ def limit_torch_threads(stream=None):
         torch.set_num_threads(threads)
         print(
             f"PyTorch: {threads} CPU thread{'s' * (threads > 1)} instead of {current}: "
-            f"the load average leaves {idle} of {cpus} cores idle "
+            f"other processes keep {cpus - idle} of {cpus} cores busy "
             "(set OMP_NUM_THREADS to choose the count yourself).",
             file=stream or sys.stderr,
         )
