@@ -49,7 +49,7 @@ def prepare(method, model, args, kwargs):
         if checks is not None and validators.is_batch_source(arguments.get(key))
     ]
     if checks is not None and hasattr(model, "jax_state_sync"):
-        arguments = _with_callback(arguments, _KeepJaxState(training=method == "fit"))
+        arguments = with_callbacks(arguments, _KeepJaxState(training=method == "fit"))
     adjust = getattr(backend_module(), f"{method}_arguments", None)
     arguments = arguments if adjust is None else adjust(model, arguments)
     # Then every batch of a dataset, `PyDataset` or `DataLoader` as it is
@@ -111,11 +111,13 @@ def _resolve_monitor_modes(model, callbacks):
             callback.mode = "max" if model.log_direction(name) == "up" else "min"
 
 
-def _with_callback(arguments, callback):
+def with_callbacks(arguments, *extra):
+    """`fit`'s or `evaluate`'s arguments with the callbacks `extra` added
+    (a `CallbackList`, which Keras takes as it is, is left alone)."""
     callbacks = arguments.get("callbacks")
     if isinstance(callbacks, keras.callbacks.CallbackList):
         return arguments
-    return {**arguments, "callbacks": [*(callbacks or []), callback]}
+    return {**arguments, "callbacks": [*(callbacks or []), *extra]}
 
 
 class _KeepJaxState(keras.callbacks.Callback):

@@ -29,10 +29,7 @@ _foreach_lerp_ = private("torch.foreach_lerp_")
 
 
 def train_step(model, data):
-    if torch_distributed.active():
-        with torch_distributed.examples(data):  # (which weigh this rank's gradients)
-            logs = model.run_step(data, training=True)
-    else:
+    with torch_distributed.examples(data):  # (under torchrun, which weigh its gradients)
         logs = model.run_step(data, training=True)
     # Logs over every rank's examples (a traced step's: after it runs).
     if torch_distributed.active() and not torch_step.tracing():

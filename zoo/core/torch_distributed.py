@@ -113,9 +113,12 @@ _examples = threading.local()
 
 @contextlib.contextmanager
 def examples(data):
-    """Around a training step under `torchrun`: `average_gradients` weighs
+    """Around a training step: under `torchrun`, `average_gradients` weighs
     this rank's gradients by the examples of `data` (its first tensor's
-    rows)."""
+    rows); otherwise nothing."""
+    if not active():
+        yield
+        return
     leaves = [x for x in optree.tree_leaves(data) if isinstance(x, torch.Tensor) and x.ndim]
     saved = getattr(_examples, "count", None)
     _examples.count = int(leaves[0].shape[0]) if leaves else None

@@ -556,12 +556,11 @@ class _BatchEndsInline(keras.callbacks.Callback):
 
 
 def _with_callbacks(arguments, *extra):
-    callbacks = arguments.get("callbacks")
-    if isinstance(callbacks, keras.callbacks.CallbackList):
-        return arguments
+    from zoo.core.fit_inputs import with_callbacks
+
     if private("keras.torch.get_device")() == "cpu":
         extra += (_BatchEndsInline(),)
-    return {**arguments, "callbacks": [*(callbacks or []), *extra]}
+    return with_callbacks(arguments, *extra)
 
 
 def fit_arguments(model, arguments):
