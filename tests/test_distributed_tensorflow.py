@@ -3,7 +3,8 @@ devices and `TF_CONFIG` must be set before TensorFlow starts):
 `MirroredStrategy` over 2 logical CPUs for each family, matching one device
 seeing the whole global batch (the update size included: each replica's
 loss counts 1/replicas, as Keras's own losses do); a non-finite batch
-skipped under it; and `MultiWorkerMirroredStrategy` with 2 local workers
+skipped under it; a last batch that leaves a replica without examples;
+and `MultiWorkerMirroredStrategy` with 2 local workers
 (`TF_CONFIG` on 127.0.0.1 ports), the chief alone writing.
 """
 
@@ -24,6 +25,8 @@ pytestmark = pytest.mark.skipif(
 
 # Rows of the uneven-dataset run: batches of 16, 16, 16 and 15.
 UNEVEN_ROWS = 63
+# Batches of 16, 16, 16 and 1: the last leaves a replica without examples.
+EMPTY_ROWS = 49
 
 
 def mirrored_run(out):
@@ -61,32 +64,39 @@ def mirrored_run(out):
     # A preset saved under the strategy (the parent loads it on one device).
     model.save_to_preset(os.path.join(out, "preset"))
     np.savez(os.path.join(out, "preset_state.npz"), *[v.numpy() for v in model.variables])
-    for batch_size, rows in [(9, 64), (16, 49)]:  # 9 rows, or a last batch of 1
-        try:
-            model.fit(toy_data(rows), batch_size=batch_size, epochs=1, verbose=0)
-            report[f"indivisible_{batch_size}"] = "no error"
-        except ValueError as error:
-            report[f"indivisible_{batch_size}"] = str(error)
-    # Datasets: batches of 9 known in advance are refused before any step;
-    # a last batch of 1 (49 rows) would leave a replica without examples.
+    try:  # batches of 9 rows
+        model.fit(toy_data(64), batch_size=9, epochs=1, verbose=0)
+        report["indivisible_9"] = "no error"
+    except ValueError as error:
+        report["indivisible_9"] = str(error)
+    # Datasets: batches of 9 known in advance are refused before any step.
     batches = tf.data.Dataset.from_tensor_slices(toy_data(64)).batch(9, drop_remainder=True)
     try:
         model.fit(batches, epochs=1, verbose=0)
         report["dataset_9"] = "no error"
     except ValueError as error:
         report["dataset_9"] = str(error)
-    # (The uneven run's model: its step, traced for such a dataset, serves.)
-    model = uneven[0]
-    before = [v.numpy() for v in model.trainable_variables]
-    try:
-        model.fit(tf.data.Dataset.from_tensor_slices(toy_data(49)).batch(16), epochs=1,
-                  verbose=0)
-        report["empty_replica"] = "no error"
-    except tf.errors.InvalidArgumentError as error:
-        report["empty_replica"] = error.message
-    # (The three whole batches before it trained.)
-    report["trained_before_empty"] = bool(any(
-        (b != v.numpy()).any() for b, v in zip(before, model.trainable_variables)))
+    # A last batch of 1 (49 rows) leaves replica 1 without examples: it
+    # counts for none, in a dataset and in memory.
+    with strategy.scope():
+        run = dm.equivalence_run("gpt", as_dataset=True, rows=EMPTY_ROWS)
+    dm.save_run(os.path.join(out, "mirrored_empty"), run)
+    with strategy.scope():
+        run = dm.equivalence_run("gan", rows=EMPTY_ROWS)
+    dm.save_run(os.path.join(out, "mirrored_empty_arrays"), run)
+    # With BatchNorm, whose statistics over no rows are NaN: the empty
+    # replica's copies of them stay finite, and no update is skipped.
+    with strategy.scope():
+        model = TinyGAN(penalty=1.0, batch_norm=True, seed=0)
+        model.compile()
+    data = tf.data.Dataset.from_tensor_slices(toy_data(EMPTY_ROWS)).batch(16)
+    logs = model.fit(data, epochs=1, verbose=0).history
+    logs.update({f"val_{k}": [v] for k, v in model.evaluate(data, verbose=0,
+                                                            return_dict=True).items()})
+    report["empty_batch_norm_logs"] = {k: float(v[-1]) for k, v in logs.items()}
+    report["empty_batch_norm_finite"] = bool(all(
+        np.isfinite(part.numpy()).all()
+        for v in model.variables for part in strategy.experimental_local_results(v.value)))
     with open(os.path.join(out, "mirrored.json"), "w") as f:
         json.dump(report, f)
 
@@ -169,13 +179,17 @@ def test_mirrored_strategy_matches_one_device(tmp_path):
     message = report["indivisible_9"]
     assert "`batch_size` (9)" in message and "2 replicas" in message, message
     assert "multiple of 2" in message, message
-    message = report["indivisible_16"]
-    assert "last batch (1 of 49 examples" in message and "without examples" in message, message
     message = report["dataset_9"]
     assert "batches of 9" in message and "multiple of 2" in message, message
-    message = report["empty_replica"]
-    assert "got no examples" in message and "drop_remainder=True" in message, message
-    assert report["trained_before_empty"]
+    dm.assert_same_run(dm.load_run(tmp_path / "mirrored_empty.npz"),
+                       dm.equivalence_run("gpt", as_dataset=True, rows=EMPTY_ROWS),
+                       "a last batch of 1 split 1 / 0")
+    dm.assert_same_run(dm.load_run(tmp_path / "mirrored_empty_arrays.npz"),
+                       dm.equivalence_run("gan", rows=EMPTY_ROWS),
+                       "in-memory arrays, a last batch of 1 split 1 / 0")
+    logs = report["empty_batch_norm_logs"]
+    assert logs["skipped_updates"] == 0.0 and report["empty_batch_norm_finite"], report
+    assert all(np.isfinite(v) for v in logs.values()), logs
 
 
 def test_multi_worker_mirrored_strategy_with_two_local_workers(tmp_path):

@@ -222,10 +222,10 @@ def check_batch_split(arguments, method, replicas, where, last_batch="even"):
     `evaluate` data splits over `replicas` as the backend needs: the
     `batch_size` a multiple of `replicas` (a data-parallel update equals
     the one-device update of the global batch only when the replicas hold
-    equal shares), and the last, partial batch `"even"` (a multiple too),
-    `"filled"` (at least one example per replica: TensorFlow weighs
-    unequal shares by their examples but stops at an empty one) or `"any"`
-    (JAX in one process lays such a batch out whole on every device).
+    equal shares), and the last, partial batch `"even"` (a multiple too)
+    or `"any"` (TensorFlow weighs unequal shares by their examples, an
+    empty one by 0; JAX in one process lays such a batch out whole on
+    every device).
     `where` names the replicas in the message, e.g. "the 2 replicas of
     MirroredStrategy". Datasets and generators bring their own batches and
     are not checked."""
@@ -257,13 +257,6 @@ def check_batch_split(arguments, method, replicas, where, last_batch="even"):
             f"of {size} examples in batches of {batch}) must be a multiple of "
             f"{replicas} too. Trim the data to a multiple of {replicas} (or feed "
             "a `tf.data.Dataset` batched with `drop_remainder=True`)."
-        )
-    if last_batch == "filled" and 0 < last < replicas:
-        raise ValueError(
-            f"`{method}` splits every batch over {where}: the last batch ({last} "
-            f"of {size} examples in batches of {batch}) would leave a replica "
-            f"without examples; it needs at least {replicas}. Trim the data (or "
-            "change `batch_size`) so that it does."
         )
 
 

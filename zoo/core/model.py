@@ -471,8 +471,14 @@ class GenerativeModel(keras.Model):
             logs = self.test_step_logic(x, y, sample_weight)
         logs = self._check_logs(logs, training)
         batch_size = ops.shape(keras.tree.flatten(x)[0])[0]
+        # A replica a batch left without examples (TensorFlow strategies)
+        # counts for 0 examples in every tracker; its logs, means of
+        # nothing, become 1 (finite, and finite in a log too).
+        empty = getattr(backend_module(), "empty_replica", lambda: None)()
         results = {}
         for name, value in logs.items():
+            if empty is not None:
+                value = ops.where(empty, ops.ones_like(value), value)
             results[name] = self._track(self._trackers[name], value, batch_size)
         if training and isinstance(self.optimizer, MultiOptimizer):
             self.optimizer.iterations.assign_add(1)

@@ -131,9 +131,9 @@ def fit_arguments(model, arguments):
 
 def _check_strategy(model, arguments, method):
     """Under a `tf.distribute` strategy: in-memory data whose `batch_size`
-    the replicas do not divide, or whose last batch would leave a replica
-    without examples, is a `ValueError` (an uneven last batch is fine: the
-    step weighs each replica's share by its examples); under `MultiWorkerMirroredStrategy`, `fit` checks
+    the replicas do not divide is a `ValueError` (an uneven last batch is
+    fine: the step weighs each replica's share by its examples, an empty
+    one by 0); under `MultiWorkerMirroredStrategy`, `fit` checks
     that every worker built the same model (a `ValueError` on every worker
     otherwise, rather than each training its own step on shared weights)."""
     from zoo.core import distributed
@@ -141,7 +141,7 @@ def _check_strategy(model, arguments, method):
     strategy = model.distribute_strategy
     replicas = strategy.num_replicas_in_sync
     where = f"the {replicas} replicas of {type(strategy).__name__}"
-    distributed.check_batch_split(arguments, method, replicas, where, last_batch="filled")
+    distributed.check_batch_split(arguments, method, replicas, where, last_batch="any")
     distributed.check_dataset_split(arguments, method, replicas, where)
     if method == "fit" and _multi_worker(strategy):
         _check_same_model(model, strategy)
@@ -282,18 +282,34 @@ def _shares():
 
 
 def train_step(model, data):
-    shares = _shares()
-    shares.append(_replica_share(data))
-    try:
-        logs = model.run_step(data, training=True)
-    finally:
-        shares.pop()
-    return _for_multi_worker(_global_logs(model, logs))
+    return _step(model, data, training=True)
 
 
 def test_step(model, data):
-    _replica_share(data)  # (its check only: the logs weigh examples already)
-    return _for_multi_worker(_global_logs(model, model.run_step(data, training=False)))
+    return _step(model, data, training=False)
+
+
+def _step(model, data, training):
+    from zoo.core import nonfinite
+
+    shares = _shares()
+    shares.append(_replica_share(data))
+    try:
+        empty = empty_replica()
+        # A replica without examples keeps its copies of the model's
+        # statistics (BatchNorm's, EMA weights) as they were: means of
+        # nothing would make them NaN.
+        state = nonfinite.state_variables(model) if empty is not None else []
+        before = [tf.identity(v.value) for v in state]
+        logs = model.run_step(data, training=training)
+        if state:
+            def restore():
+                return tf.group([v.assign(b) for v, b in zip(state, before)])
+
+            tf.cond(empty, restore, tf.no_op)
+    finally:
+        shares.pop()
+    return _for_multi_worker(_global_logs(model, logs))
 
 
 def _replica_share(data):
@@ -303,12 +319,13 @@ def _replica_share(data):
     with `drop_remainder=True`, whose size `fit` checks the replicas
     divide) gives every replica 1/replicas. Otherwise (a partial last
     batch: the strategy splits 15 examples as 8 and 7) the
-    replicas add up their examples (one all-reduce of two numbers), so each
+    replicas add up their examples (one all-reduce of one number), so each
     replica's mean loss counts for its own examples and the update is the
     one-device update of the whole batch. A replica left without examples
-    (a last batch smaller than the replicas) would take the mean of
-    nothing: every replica stops with an error instead, before any
-    gradient is exchanged."""
+    (a last batch smaller than the replicas: 3 examples split as 1, 1, 1
+    and 0) counts for nothing: its share is 0 (`empty_replica`), and
+    `minimize`, `_step` and the trackers keep its mean of nothing out of
+    the update, the model's statistics and the logs."""
     replicas = replicas_in_sync()
     if replicas <= 1:
         return None
@@ -319,20 +336,18 @@ def _replica_share(data):
     if rows is not None and rows > 0:
         return 1.0 / replicas
     rows = tf.cast(tf.shape(tensors[0])[0], tf.float32)
-    context = tf.distribute.get_replica_context()
-    total, empty = tf.unstack(context.all_reduce(
-        tf.distribute.ReduceOp.SUM, tf.stack([rows, tf.cast(tf.equal(rows, 0.0), tf.float32)])
-    ))
-    check = tf.debugging.Assert(tf.equal(empty, 0.0), [
-        f"A batch does not fill the {replicas} replicas of the tf.distribute "
-        "strategy: some replica got no examples (the last, partial batch of a "
-        "tf.data.Dataset, smaller than the replicas). Batch the dataset with "
-        "`drop_remainder=True`, or give it a multiple of the replicas' count of "
-        "examples. Replicas without examples, and the batch's size:",
-        empty, total,
-    ])
-    with tf.control_dependencies([check]):
-        return tf.identity(rows / total)
+    total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, rows)
+    return rows / total
+
+
+def empty_replica():
+    """A boolean tensor, True where this replica's share of the batch being
+    traced is empty; None where no replica can be empty (one device, or a
+    batch size the replicas divide known when the step is traced)."""
+    shares = _shares()
+    if not shares or not isinstance(shares[-1], tf.Tensor):
+        return None
+    return tf.equal(shares[-1], 0.0)
 
 
 def _global_logs(model, logs):
@@ -383,6 +398,12 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
             share = shares[-1] if shares and shares[-1] is not None else 1.0 / replicas
             scaled = scaled * tf.cast(share, scaled.dtype)
     grads = tape.gradient(scaled, variables)
+    empty = empty_replica()
+    if empty is not None:
+        # A replica without examples: its loss, a mean of nothing, may give
+        # NaN gradients (a BatchNorm's over no rows), which its share of 0
+        # does not cancel. It sends zeros to the replicas' sum instead.
+        grads = _zeros_where(empty, grads)
     if record is not None:
         # The global batch's gradient, as one device has it: the replicas'
         # gradients (each of its loss / replicas) summed. (The optimizer
@@ -446,6 +467,29 @@ def minimize(model, loss_fn, variables, optimizer, record=None):
 
     context.merge_call(cross_replica, args=(grads, variables, finite))
     return loss
+
+
+def _zeros_where(condition, grads):
+    """`grads` (tensors, `IndexedSlices` or None), or zeros of their shapes
+    where `condition` holds: one conditional, no elementwise pass."""
+    flat = [g.values if isinstance(g, tf.IndexedSlices) else g for g in grads]
+    present = [t for t in flat if t is not None]
+    if not present:
+        return grads
+    chosen = iter(tf.cond(
+        condition,
+        lambda: [tf.zeros_like(t) for t in present],
+        lambda: [tf.identity(t) for t in present],
+    ))
+    out = []
+    for g, t in zip(grads, flat):
+        if t is None:
+            out.append(g)
+        elif isinstance(g, tf.IndexedSlices):
+            out.append(tf.IndexedSlices(next(chosen), g.indices, g.dense_shape))
+        else:
+            out.append(next(chosen))
+    return out
 
 
 def replicas_in_sync():
