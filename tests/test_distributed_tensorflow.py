@@ -116,6 +116,10 @@ def worker_run(out):
     with strategy.scope():
         run = dm.equivalence_run("gan", keep=kept)
     dm.save_run(os.path.join(out, f"worker{index}"), run)
+    # A last batch of 1: worker 1's replica holds no examples.
+    with strategy.scope():
+        run = dm.equivalence_run("gpt", rows=EMPTY_ROWS)
+    dm.save_run(os.path.join(out, f"worker{index}_empty"), run)
     # A preset saved by a multi-worker run: the chief alone writes it.
     model = kept[0]
     model.save_to_preset(os.path.join(out, f"preset_worker{index}"))
@@ -217,9 +221,12 @@ def test_multi_worker_mirrored_strategy_with_two_local_workers(tmp_path):
     stderr = (tmp_path / "stderr0.txt").read_text()[-3000:]
     assert codes == [0, 3], stderr  # worker 1 dies on purpose, at the end
     reference = dm.equivalence_run("gan")
+    empty = dm.equivalence_run("gpt", rows=EMPTY_ROWS)
     for index in range(2):
         dm.assert_same_run(dm.load_run(tmp_path / f"worker{index}.npz"), reference,
                            f"worker {index}")
+        dm.assert_same_run(dm.load_run(tmp_path / f"worker{index}_empty.npz"), empty,
+                           f"worker {index}, a last batch of 1 split 1 / 0")
         report = json.loads((tmp_path / f"report_worker{index}.json").read_text())
         assert report["count"] == 2 and report["chief"] == (index == 0)
         assert "differs from rank 0's" in report["mismatch"], report["mismatch"]
