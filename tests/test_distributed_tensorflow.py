@@ -78,9 +78,11 @@ def mirrored_run(out):
         report["dataset_9"] = str(error)
     # A last batch of 1 (49 rows) leaves replica 1 without examples: it
     # counts for none, in a dataset and in memory.
+    kept = []
     with strategy.scope():
-        run = dm.equivalence_run("gpt", as_dataset=True, rows=EMPTY_ROWS)
+        run = dm.equivalence_run("gpt", as_dataset=True, rows=EMPTY_ROWS, keep=kept)
     dm.save_run(os.path.join(out, "mirrored_empty"), run)
+    report["empty_evaluate"] = empty_evaluate(kept[0])
     with strategy.scope():
         run = dm.equivalence_run("gan", rows=EMPTY_ROWS)
     dm.save_run(os.path.join(out, "mirrored_empty_arrays"), run)
@@ -99,6 +101,14 @@ def mirrored_run(out):
         for v in model.variables for part in strategy.experimental_local_results(v.value)))
     with open(os.path.join(out, "mirrored.json"), "w") as f:
         json.dump(report, f)
+
+
+def empty_evaluate(model):
+    """`evaluate`'s logs on the GPT's `EMPTY_ROWS` rows in batches of 16."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices(dm.family("gpt")[1][:EMPTY_ROWS]).batch(16)
+    return model.evaluate(data, verbose=0, return_dict=True)
 
 
 def worker_run(out):
@@ -185,9 +195,15 @@ def test_mirrored_strategy_matches_one_device(tmp_path):
     assert "multiple of 2" in message, message
     message = report["dataset_9"]
     assert "batches of 9" in message and "multiple of 2" in message, message
+    kept = []
     dm.assert_same_run(dm.load_run(tmp_path / "mirrored_empty.npz"),
-                       dm.equivalence_run("gpt", as_dataset=True, rows=EMPTY_ROWS),
+                       dm.equivalence_run("gpt", as_dataset=True, rows=EMPTY_ROWS, keep=kept),
                        "a last batch of 1 split 1 / 0")
+    reference = empty_evaluate(kept[0])
+    assert report["empty_evaluate"].keys() == reference.keys()
+    for name, value in reference.items():
+        np.testing.assert_allclose(report["empty_evaluate"][name], value, rtol=dm.LOG_RTOL,
+                                   err_msg=f"evaluate, a last batch of 1 split 1 / 0: {name}")
     dm.assert_same_run(dm.load_run(tmp_path / "mirrored_empty_arrays.npz"),
                        dm.equivalence_run("gan", rows=EMPTY_ROWS),
                        "in-memory arrays, a last batch of 1 split 1 / 0")
