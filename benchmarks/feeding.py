@@ -101,8 +101,8 @@ def main(argv=None):
 
     print(
         f"backend {keras.backend.backend()}, keras {keras.__version__}, "
-        f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.1f}; medians of {args.repeats} interleaved repeats\n"
+        f"{platform.machine()}, {os.cpu_count()} CPUs; "
+        f"medians of {args.repeats} interleaved repeats\n"
     )
     table = ["| measure | zoo (ms) | keras (ms) | zoo/keras |", "|---|---|---|---|"]
     for what, label in (("evaluate", "evaluate (360 rows)"),

@@ -185,7 +185,6 @@ def main(argv=None):
         "backend": backend,
         "keras": keras.__version__,
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "jit_compile": args.jit_compile,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "model": {k: model.get_config()[k] for k in (
@@ -210,7 +209,6 @@ def main(argv=None):
     )
     print(f"sample: {results['sample']!r}", flush=True)
     results["wall_seconds"] = round(time.perf_counter() - wall, 1)
-    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(results, indent=1))
     print_tables(results)
     if args.json:

@@ -64,8 +64,7 @@ def main(argv=None):
     import torch
 
     print(
-        f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"load average at start {os.getloadavg()[0]:.1f}\n"
+        f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs\n"
     )
     empty, used, second = [], [], []
     with tempfile.TemporaryDirectory() as root:

@@ -62,8 +62,8 @@ def main(argv=None):
         parser.error("--steps and --steps-per-epoch must be positive")
     print(
         f"backend {keras.backend.backend()}, keras {keras.__version__}, "
-        f"{platform.machine()}, {os.cpu_count()} CPUs, load average at start "
-        f"{os.getloadavg()[0]:.1f}, TRACE_FIT {TRACE_FIT}\n"
+        f"{platform.machine()}, {os.cpu_count()} CPUs, "
+        f"TRACE_FIT {TRACE_FIT}\n"
     )
     table = ["| family | steps | compiled fit (s) | traced fit (s) | eager fit (s) | compiled/eager "
              "| traced/eager | default | final loss compiled / traced / eager |",
@@ -89,7 +89,6 @@ def main(argv=None):
         loss = " / ".join(f"{losses[k]:.4f}" if k in losses else "-" for k in order)
         table.append(f"| {name} | {steps} | {' | '.join(cells)} | {default} | {loss} |")
         print(table[-1], flush=True)
-    print(f"\nload average at end {os.getloadavg()[0]:.1f}")
     _markdown.write(
         args.markdown, "Whole long fits on PyTorch: compiled, traced, eager", "\n".join(table),
         notes=f"`TRACE_FIT` {TRACE_FIT}; {args.steps_per_epoch} steps per epoch.",

@@ -427,8 +427,7 @@ def main(argv=None):
         import torch
 
         threads = f", torch threads {torch.get_num_threads()}"
-    print(f"backend {BACKEND}, keras {keras.__version__}, device {device_name()}{threads}, "
-          f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"backend {BACKEND}, keras {keras.__version__}, device {device_name()}{threads}", flush=True)
     tables, failures = [], []
 
     def row(line):
@@ -475,7 +474,6 @@ def main(argv=None):
                 f"| {r['native_ms'] / base['native_ms']:.2f} | {r['check']:.1e} |")
             if not r["check"] <= args.tolerance:
                 failures.append(f"GPT width {width}: relative loss difference {r['check']:.2e}")
-    print(f"\nload average at end {os.getloadavg()[0]:.1f}", flush=True)
     if failures:
         # Timings of steps that do not compute the same thing mean nothing.
         sys.exit("loss check failed:\n" + "\n".join(failures))

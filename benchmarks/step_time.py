@@ -921,7 +921,6 @@ def main(argv=None):
         threads = f", torch threads {torch.get_num_threads()}"
     print(f"backend {BACKEND}, keras {keras.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs{threads}, device {device_name()}, "
-          f"load average at start {os.getloadavg()[0]:.1f}, "
           f"settings {settings or 'defaults'}", flush=True)
     tables = []
 
@@ -941,7 +940,6 @@ def main(argv=None):
             f"| {r['check']:.1e} |")
         if os.environ.get("STEP_TIME_VERBOSE"):
             print(r, flush=True)
-    print(f"\nload average at end {os.getloadavg()[0]:.1f}")
     if not args.no_sampling:
         row("\n| backend | sampling | speed |\n|---|---|---|")
         for what, speed in sampling(args):

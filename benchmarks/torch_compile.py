@@ -194,8 +194,7 @@ def main(argv=None):
     import torch
 
     print(f"torch {torch.__version__}, keras {keras.__version__}, "
-          f"{torch.get_num_threads()} threads, device {step_time.device_name()}, "
-          f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
+          f"{torch.get_num_threads()} threads, device {step_time.device_name()}", flush=True)
     table = ["| family | step | ms/step | / native | first step (s) | max \\|diff\\| vs eager "
              "| graph breaks / recompiles |", "|---|---|---|---|---|---|---|"]
     print("\n".join(table), flush=True)
@@ -203,7 +202,6 @@ def main(argv=None):
         for line in bench(name, kinds, args):
             table.append(line)
             print(line, flush=True)
-    print(f"load average at end {os.getloadavg()[0]:.1f}")
     _markdown.write(
         args.markdown, "PyTorch: Keras's torch.compile beside the zoo's steps", "\n".join(table),
         notes=f"{args.steps} steps per timed fit, medians of {args.repeats} interleaved fits; "
