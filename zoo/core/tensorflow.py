@@ -290,8 +290,6 @@ def test_step(model, data):
 
 
 def _step(model, data, training):
-    from zoo.core import nonfinite
-
     shares = _shares()
     shares.append(_replica_share(data))
     try:
