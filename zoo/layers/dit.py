@@ -182,12 +182,14 @@ class DiT(keras.Model):
         # Zero output: the untrained model predicts 0, as the U-Net does.
         self.output_dense = layers.Dense(patch_size * patch_size * data_shape[2],
                                          kernel_initializer="zeros", name="output")
-        # Built now, so that the weights exist for the EMA and for loading.
-        inputs = [np.zeros((1,) + data_shape, "float32"), np.zeros((1,), "float32")]
+        # Built now, so that the weights exist for the EMA and for loading:
+        # a symbolic call, which traces `call` without running it.
+        inputs = [keras.KerasTensor((None,) + data_shape), keras.KerasTensor((None,))]
         if self.num_classes:
-            inputs.append(np.zeros((1,), "int32"))
+            inputs.append(keras.KerasTensor((None,), "int32"))
         if self.context_dim:
-            inputs += [np.zeros((1, 2, self.context_dim), "float32"), np.ones((1, 2), bool)]
+            inputs += [keras.KerasTensor((None, None, self.context_dim)),
+                       keras.KerasTensor((None, None), "bool")]
         self(inputs)
 
     def call(self, inputs, training=False):
