@@ -12,7 +12,10 @@ or cache leaks in, and ``TF_CPP_MIN_LOG_LEVEL=2`` to quiet TensorFlow's C++ logs
 On JAX, unless set already, ``JAX_DISABLE_MOST_OPTIMIZATIONS=1``: the tests
 compile many small programs and run each a few times, so XLA's optimizing
 passes cost more than they save. Set it to 0 to test the programs users'
-runs compile.
+runs compile. Also on JAX, unless ``JAX_COMPILATION_CACHE_DIR`` is set, a
+compilation cache in a temporary directory of the run's (every program
+cached, however small), shared by the workers and the processes tests start:
+many tests build the same tiny models, whose programs then compile once.
 With pytest-xdist installed (the `test` extra) and no `-n` given, the tests
 of each backend run in `min(cores, 4)` worker processes, one test file per
 worker at a time (`-n N --dist loadfile`; pass `-n 0` to run in one
@@ -88,12 +91,18 @@ def workers(pytest_args):
 def run_one(backend, pytest_args):
     """Run pytest under ``backend``; return (exit status, summary line, seconds)."""
     print(f"\n{'=' * 30} KERAS_BACKEND={backend} {'=' * 30}", flush=True)
-    with tempfile.TemporaryDirectory(prefix=f"keras-home-{backend}-") as keras_home:
+    with tempfile.TemporaryDirectory(prefix=f"zoo-tests-{backend}-") as scratch:
+        keras_home = os.path.join(scratch, "keras_home")
+        os.mkdir(keras_home)
         env = dict(
             os.environ, KERAS_BACKEND=backend, KERAS_HOME=keras_home, TF_CPP_MIN_LOG_LEVEL="2"
         )
         if backend == "jax":
             env.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+            if "JAX_COMPILATION_CACHE_DIR" not in env:
+                env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(scratch, "jax_cache")
+                env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+                env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
         count = workers(pytest_args)
         if count:
             pytest_args = ["-n", str(count), "--dist", "loadfile", *pytest_args]
