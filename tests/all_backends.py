@@ -19,7 +19,8 @@ many tests build the same tiny models, whose programs then compile once.
 With pytest-xdist installed (the `test` extra) and no `-n` given, the tests
 of each backend run in `min(cores, 4)` worker processes, one test file per
 worker at a time (`-n N --dist loadfile`; pass `-n 0` to run in one
-process), and unless `OMP_NUM_THREADS` is set each worker's native thread
+process), in the order tests/conftest.py gives them (the files marked `heavy`
+first), and unless `OMP_NUM_THREADS` is set each worker's native thread
 pools get `cores // workers` threads, so that the workers do not oversubscribe
 the cores. Output streams as it comes; a summary table follows. The exit status is 0 only
 if every backend's pytest passed; "no tests collected" (pytest's status 5)
@@ -105,7 +106,8 @@ def run_one(backend, pytest_args):
                 env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
         count = workers(pytest_args)
         if count:
-            pytest_args = ["-n", str(count), "--dist", "loadfile", *pytest_args]
+            pytest_args = ["-n", str(count), "--dist", "loadfile", "--no-loadscope-reorder",
+                           *pytest_args]
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // count)))
         start = time.perf_counter()
         summary = ""

@@ -22,9 +22,12 @@ import pytest
 
 from tests import distributed_models as dm
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "jax", reason="keras.distribution runs on JAX here"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        keras.backend.backend() != "jax", reason="keras.distribution runs on JAX here"
+    ),
+    pytest.mark.heavy,
+]
 
 DEVICES = 4
 # Seconds without heartbeats after which jax.distributed counts a process as

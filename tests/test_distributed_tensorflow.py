@@ -19,9 +19,12 @@ import pytest
 
 from tests import distributed_models as dm
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow", reason="tf.distribute runs on TensorFlow"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        keras.backend.backend() != "tensorflow", reason="tf.distribute runs on TensorFlow"
+    ),
+    pytest.mark.heavy,
+]
 
 # Rows of the uneven-dataset run: batches of 16, 16, 16 and 15.
 UNEVEN_ROWS = 63

@@ -19,9 +19,12 @@ import pytest
 from tests import distributed_models as dm
 from tests.core_models import TinyGAN, toy_data  # (registers TinyGAN for the preset)
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "torch", reason="torchrun runs PyTorch processes"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        keras.backend.backend() != "torch", reason="torchrun runs PyTorch processes"
+    ),
+    pytest.mark.heavy,
+]
 
 WORLD = 2
 # Rows of the partial-batch run: batches of 8, 8, 8 and 6, read by ranks 0,

@@ -12,6 +12,8 @@ import textwrap
 import keras
 import pytest
 
+pytestmark = pytest.mark.heavy  # each test starts a fresh interpreter
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPTS = {

@@ -13,6 +13,9 @@ from zoo.diffusion import DDPM, FlowMatching
 from zoo.layers.cross_attention import CrossAttention
 from zoo.multimodal import CLIP, TextEncoder
 
+# Few tests, each training and sampling a text-conditioned model.
+pytestmark = pytest.mark.heavy
+
 CONTEXT = 16
 
 
