@@ -1,4 +1,4 @@
-"""The Quickstart on PyTorch at each CPU thread setting, with the machine's load.
+"""The Quickstart on PyTorch at each CPU thread setting, beside other processes' demand for the cores.
 
     python benchmarks/torch_threads.py --epochs 5 --repeats 1
 
@@ -16,11 +16,12 @@ Settings alternate within each repeat. For every run it prints the epochs
 finished (all, or how many before `--timeout` stopped it), the fit's
 seconds (as the example reports them), the process's whole wall time, the
 CPU seconds the process used (user + system: threads that spin-wait burn
-CPU without progress), and the machine's load while it ran: the 1-minute
-load average at start and the mean number of runnable tasks sampled from
-/proc/loadavg every half second, less the run's own computing threads and
-this process (which count there too): what other processes asked of the
-cores. `--json` writes the same rows with the hardware and versions,
+CPU without progress), and what other processes asked of the cores while
+it ran, the input of the zoo's rule: the system's 1-minute count of
+runnable tasks at start (`os.getloadavg()`, what the rule reads) and the
+mean number of runnable tasks sampled from /proc/loadavg every half second,
+less the run's own computing threads and this process (which count there
+too). `--json` writes the same rows with the hardware and versions,
 `--markdown` a table of them.
 """
 
@@ -75,7 +76,7 @@ def run_once(setting, epochs, threads, timeout):
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, EXAMPLE, "--epochs", str(epochs), "--verbose", "2",
                    "--out", os.path.join(tmp, "grid.png")]
-        load_start = os.getloadavg()[0]
+        runnable_start = os.getloadavg()[0]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -110,7 +111,7 @@ def run_once(setting, epochs, threads, timeout):
         "epochs_done": epochs_done,
         "wall_s": round(wall, 1),
         "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1),
-        "load_1min_at_start": round(load_start, 2),
+        "runnable_1min_at_start": round(runnable_start, 2),
         "runnable_mean": round(sum(used) / len(used), 2) if used else None,
         "others_runnable_mean": round(max(0.0, sum(used) / len(used) - own), 2) if used else None,
         "zoo_note": note,
@@ -152,7 +153,7 @@ def main(argv=None):
     }
     print(", ".join(f"{k} {v}" for k, v in machine.items() if k != "command"))
     header = ("setting", "status", "epochs_done", "fit_s", "wall_s", "cpu_s", "fid",
-              "load_1min_at_start", "others_runnable_mean")
+              "runnable_1min_at_start", "others_runnable_mean")
     print(" | ".join(header))
     rows = []
     for _ in range(args.repeats):
@@ -190,7 +191,7 @@ def markdown(machine, args, rows):
         lines.append(
             f"| {names[row['setting']]} | {row['epochs_done']} of {args.epochs} | {fit} "
             f"| {row['wall_s']:.1f} | {row['cpu_s']:.1f} | {row['others_runnable_mean']} "
-            f"| {row['load_1min_at_start']:.2f} |"
+            f"| {row['runnable_1min_at_start']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
