@@ -18,8 +18,8 @@ cached, however small), shared by the workers and the processes tests start:
 many tests build the same tiny models, whose programs then compile once.
 With pytest-xdist installed (the `test` extra) and no `-n` given, the tests
 of each backend run in `min(cores, 4)` worker processes, one test file per
-worker at a time (`-n N --dist loadfile`; pass `-n 0` to run in one
-process), in the order tests/conftest.py gives them (the files marked `heavy`
+worker at a time (`-n N --dist loadfile --no-loadscope-reorder`; pass `-n 0`
+to run in one process), in the order tests/conftest.py gives them (the files marked `heavy`
 first), and unless `OMP_NUM_THREADS` is set each worker's native thread
 pools get `cores // workers` threads, so that the workers do not oversubscribe
 the cores. Output streams as it comes; a summary table follows. The exit status is 0 only
